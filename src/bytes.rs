@@ -58,18 +58,25 @@ pub fn unescape(text: &str) -> Vec<u8> {
                 i += 2;
                 continue;
             }
-            if b[i + 1] == b'x' && i + 3 < b.len() {
-                if let Ok(v) = u8::from_str_radix(&text[i + 2..i + 4], 16) {
-                    out.push(v);
-                    i += 4;
-                    continue;
-                }
+            // Parsed from bytes, not by slicing `text`: a slice could cut a
+            // multi-byte character and panic.
+            if b[i + 1] == b'x'
+                && i + 3 < b.len()
+                && let (Some(h), Some(l)) = (hex_val(b[i + 2]), hex_val(b[i + 3]))
+            {
+                out.push(h << 4 | l);
+                i += 4;
+                continue;
             }
         }
         out.push(b[i]);
         i += 1;
     }
     out
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
 }
 
 /// Appends `s` to `out` with every control character (C0, DEL, C1), and the
@@ -142,12 +149,17 @@ mod tests {
     }
 
     #[test]
+    fn unescape_never_panics_on_odd_text() {
+        for t in [r"\\", r"\x", r"\xé", r"\xéé", r"\x4", r"é\x4é", r"\"] {
+            let _ = unescape(t);
+        }
+        assert_eq!(unescape(r"\x41\\"), br"A\");
+    }
+
+    #[test]
     fn control_and_bidi_are_escaped() {
         let s = "ls\n<13>forged\x1b[31m\u{202e}x\\";
-        assert_eq!(
-            escaped_control(s),
-            "ls\\n<13>forged\\x1b[31m\\u{202e}x\\\\"
-        );
+        assert_eq!(escaped_control(s), "ls\\n<13>forged\\x1b[31m\\u{202e}x\\\\");
         assert_eq!(escaped_control("plain text"), "plain text");
     }
 }

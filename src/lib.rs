@@ -3,15 +3,22 @@
 //! detection rules and sends alerts to syslog and local readers.
 //!
 //! Data flow, from kernel to alert:
-//! `netlink` (bytes → [`netlink::wire::KernelEvent`]) → `process_table` →
-//! `enrich` (reads `/proc` via `procfs`, `container` detection) →
-//! [`event::Event`] → `rules` → `sink`. `daemon` owns the single mio loop.
+//! `netlink` (bytes → [`netlink::wire::KernelEvent`]) → `pipeline`
+//! (`process_table`, `enrich` reading `/proc` via `procfs`, `container`
+//! detection) → [`event::Event`] → `rules` → `sink`. `daemon` owns the single
+//! mio loop; `cli` and `main` only parse and dispatch.
 
 pub mod bytes;
+pub mod cli;
 pub mod config;
 pub mod container;
+pub mod daemon;
+pub mod enrich;
 pub mod event;
 pub mod netlink;
+pub mod pipeline;
+pub mod privilege;
+pub mod process_table;
 pub mod procfs;
 pub mod rules;
 pub mod sink;

@@ -1,0 +1,41 @@
+# execsentry — every entry point a developer or CI needs.
+# `make run` and `make test` do their own set-up on a fresh Debian machine.
+
+CARGO ?= cargo
+RELEASE_BIN := target/release/execsentry
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Extra arguments for `make run`, e.g. ARGS=--events
+ARGS ?=
+
+.PHONY: all build setup run test lint unit bench clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+# Installs what the tests need (apt packages, rustup components, a running
+# dockerd and the local busybox image). Idempotent.
+setup:
+	$(SUDO) bash tests/support/setup.sh
+
+# The sensor with its shipped rules and config, alerts as JSON on stdout.
+run: build
+	$(SUDO) $(RELEASE_BIN) run --config packaging/execsentry.toml --rules rules --output stdout $(ARGS)
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# Unit tests only: no root, no containers.
+unit:
+	$(CARGO) test --lib
+
+test: setup lint
+	$(CARGO) test --all-targets -- --test-threads=2
+
+bench: setup
+	bash bench/run.sh
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,533 @@
+//! Turning a kernel exec notification into an ECS [`Event`]: the one place
+//! that mixes `/proc` reads, the process table and container detection.
+//!
+//! [`ProcReader::read`] does the I/O (as soon as possible after the event,
+//! since short-lived processes vanish); [`build_event`] is pure, so the
+//! shaping of events is tested from fixtures.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+
+use crate::bytes;
+use crate::container::{self, ContainerInfo};
+use crate::event::{
+    Capabilities, CharDevice, Container, EntryLeader, EntryMeta, Event, EventMeta, Group, Host,
+    HostOs, Namespaces, Orchestrator, OrchestratorResource, Parent, Process, SensorFacts, Thread,
+    Tty, User,
+};
+use crate::process_table::{Entry, Image, MAX_IMAGE_ARGS_BYTES, ProcKey};
+use crate::procfs::{self, ProcFs, Stat, Status};
+
+/// Facts about the host, read once at start.
+#[derive(Debug, Clone, Default)]
+pub struct HostContext {
+    pub hostname: String,
+    /// The sensor's own namespaces: the reference for "not the host".
+    pub host_ns: Namespaces,
+    pub boot_time_secs: u64,
+    pub clock_ticks: u64,
+    /// Seed for `process.entity_id`: machine id and boot id, so ids are
+    /// stable across sensor restarts but never collide across reboots.
+    pub id_seed: u64,
+    pub users: HashMap<u32, String>,
+}
+
+/// Everything `/proc` told us about one process. Fields are `None` when the
+/// process vanished before they could be read.
+#[derive(Debug, Clone, Default)]
+pub struct ProcFacts {
+    pub pid: u32,
+    pub stat: Option<Stat>,
+    pub status: Option<Status>,
+    pub cmdline: Vec<u8>,
+    pub cmdline_truncated: bool,
+    pub exe: Option<Vec<u8>>,
+    pub cwd: Option<Vec<u8>>,
+    pub cgroup: String,
+    pub ns: Option<Namespaces>,
+    pub loginuid: Option<u32>,
+    pub sessionid: Option<u32>,
+}
+
+impl ProcFacts {
+    pub fn start_ticks(&self) -> u64 {
+        self.stat.as_ref().map_or(0, |s| s.start_ticks)
+    }
+}
+
+/// Reads `/proc/<pid>` for enrichment; owns the buffers it reuses.
+pub struct ProcReader {
+    pub procfs: ProcFs,
+    pub max_args_bytes: usize,
+}
+
+impl ProcReader {
+    pub fn new(procfs: ProcFs, max_args_bytes: usize) -> Self {
+        ProcReader {
+            procfs,
+            max_args_bytes,
+        }
+    }
+
+    /// Reads what an exec event needs. `full` also reads the costlier facts
+    /// (cwd, namespaces, login ids) that only the exec'ing process needs.
+    /// A vanished process is not an error: the facts stay partial.
+    pub fn read(&self, pid: u32, full: bool) -> ProcFacts {
+        let p = &self.procfs;
+        let mut f = ProcFacts {
+            pid,
+            ..Default::default()
+        };
+        // cmdline first: it is what a short-lived process loses first.
+        match p.cmdline(pid, &mut f.cmdline, self.max_args_bytes) {
+            Ok(t) => f.cmdline_truncated = t,
+            Err(_) => f.cmdline.clear(),
+        }
+        f.stat = p.stat(pid).ok();
+        if f.stat.is_none() {
+            return f;
+        }
+        f.exe = p.exe(pid).ok();
+        f.status = p.status(pid).ok();
+        if p.cgroup(pid, &mut f.cgroup).is_err() {
+            f.cgroup.clear();
+        }
+        f.ns = p.namespaces(pid).ok();
+        if full {
+            f.cwd = p.cwd(pid).ok();
+            f.loginuid = p.loginuid(pid).ok().flatten();
+            f.sessionid = p.sessionid(pid).ok().flatten();
+        }
+        f
+    }
+}
+
+/// Where the argv of an event came from.
+pub const ARGS_PROC: &str = "proc";
+pub const ARGS_COMM: &str = "comm";
+
+/// The per-event inputs besides the `/proc` facts.
+pub struct EventInput<'a> {
+    pub facts: &'a ProcFacts,
+    pub parent: Option<&'a Entry>,
+    pub parent_pid: u32,
+    pub host: &'a HostContext,
+    pub sequence: u64,
+    pub event_id: String,
+    pub timestamp: String,
+}
+
+/// Shapes the ECS event for an exec. PURE.
+pub fn build_event(inp: &EventInput<'_>) -> Event {
+    let f = inp.facts;
+    let host = inp.host;
+    let (args, escaped) = render_args(&f.cmdline);
+    let comm = f
+        .stat
+        .as_ref()
+        .map(|s| bytes::render(&s.comm).0.into_owned())
+        .unwrap_or_default();
+    let executable = f
+        .exe
+        .as_deref()
+        .map(|e| bytes::render(e).0.into_owned())
+        .unwrap_or_default();
+    let (args, args_source, args_complete) = if args.is_empty() {
+        let fallback = if comm.is_empty() {
+            vec![]
+        } else {
+            vec![comm.clone()]
+        };
+        (fallback, ARGS_COMM, false)
+    } else {
+        (args, ARGS_PROC, !f.cmdline_truncated)
+    };
+    let name = process_name(&comm, &executable, args.first().map(String::as_str));
+    let container =
+        f.ns.as_ref()
+            .and_then(|ns| container::detect(&f.cgroup, ns, &host.host_ns));
+    let (uid, gid, ruid, caps) = match &f.status {
+        Some(s) => (
+            Some(s.uid[1]),
+            Some(s.gid[1]),
+            Some(s.uid[0]),
+            procfs::cap_names(s.cap_eff),
+        ),
+        None => (None, None, None, vec![]),
+    };
+    let tty_nr = f.stat.as_ref().map_or(0, |s| s.tty_nr);
+    let key = ProcKey {
+        pid: f.pid,
+        start_ticks: f.start_ticks(),
+    };
+    let process = Process {
+        pid: f.pid,
+        entity_id: entity_id(host.id_seed, key),
+        executable,
+        name,
+        args_count: args.len() as u32,
+        command_line: bytes::command_line(&args),
+        args,
+        working_directory: f.cwd.as_deref().map(|c| bytes::render(c).0.into_owned()),
+        start: f.stat.as_ref().map(|s| start_time(host, s.start_ticks)),
+        interactive: tty_nr != 0,
+        tty: (tty_nr != 0).then_some(Tty {
+            char_device: CharDevice {
+                major: (tty_nr >> 8) & 0xfff,
+                minor: (tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00),
+            },
+        }),
+        user: User {
+            id: uid.map(|u| u.to_string()).unwrap_or_default(),
+            // Names come from the host's passwd, which says nothing about
+            // users inside a container.
+            name: uid
+                .filter(|_| container.is_none())
+                .and_then(|u| host.users.get(&u).cloned()),
+        },
+        group: Group {
+            id: gid.map(|g| g.to_string()).unwrap_or_default(),
+        },
+        real_user: ruid.filter(|r| Some(*r) != uid).map(|r| User {
+            id: r.to_string(),
+            name: None,
+        }),
+        thread: (!caps.is_empty()).then_some(Thread {
+            capabilities: Capabilities { effective: caps },
+        }),
+        parent: parent_fields(inp.parent, inp.parent_pid, host.id_seed),
+        entry_leader: container.as_ref().map(|_| EntryLeader {
+            entry_meta: EntryMeta {
+                meta_type: "container".into(),
+            },
+        }),
+    };
+    let orchestrator = container.as_ref().and_then(orchestrator_of);
+    Event {
+        timestamp: inp.timestamp.clone(),
+        event: EventMeta {
+            kind: "event".into(),
+            category: vec!["process".into()],
+            kind_type: vec!["start".into()],
+            action: "exec".into(),
+            id: inp.event_id.clone(),
+            sequence: inp.sequence,
+            ..Default::default()
+        },
+        host: Host {
+            hostname: host.hostname.clone(),
+            os: HostOs {
+                os_type: "linux".into(),
+            },
+        },
+        process,
+        container: container.as_ref().map(|c| Container {
+            id: c.id.clone(),
+            runtime: c.runtime.into(),
+            name: c.name.clone(),
+        }),
+        orchestrator,
+        execsentry: SensorFacts {
+            args_complete,
+            args_source: args_source.into(),
+            args_escaped: escaped,
+            args_truncated: f.cmdline_truncated,
+            loginuid: f.loginuid,
+            sessionid: f.sessionid,
+            ns: f.ns,
+            start_ticks: key.start_ticks,
+        },
+        ..Default::default()
+    }
+}
+
+/// What the table keeps of a process for its children, from its event.
+pub fn image_of(ev: &Event, container: Option<ContainerInfo>) -> Arc<Image> {
+    let p = &ev.process;
+    let mut budget = MAX_IMAGE_ARGS_BYTES;
+    let args = p
+        .args
+        .iter()
+        .take_while(|a| {
+            let fits = a.len() <= budget;
+            budget = budget.saturating_sub(a.len());
+            fits
+        })
+        .cloned()
+        .collect();
+    let mut command_line = p.command_line.clone();
+    if command_line.len() > MAX_IMAGE_ARGS_BYTES {
+        let mut cut = MAX_IMAGE_ARGS_BYTES;
+        while !command_line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        command_line.truncate(cut);
+    }
+    Arc::new(Image {
+        name: p.name.clone(),
+        executable: p.executable.clone(),
+        args,
+        command_line,
+        container,
+    })
+}
+
+/// The container of an event, in the form the table keeps.
+pub fn container_of(ev: &Event) -> Option<ContainerInfo> {
+    let c = ev.container.as_ref()?;
+    Some(ContainerInfo {
+        id: c.id.clone(),
+        runtime: runtime_str(&c.runtime),
+        pod_uid: ev.orchestrator.as_ref().and_then(|o| o.resource.id.clone()),
+        name: c.name.clone(),
+    })
+}
+
+fn runtime_str(r: &str) -> &'static str {
+    const KNOWN: [&str; 8] = [
+        "docker",
+        "containerd",
+        "cri-o",
+        "podman",
+        "lxc",
+        "systemd-nspawn",
+        "ecs",
+        "unknown",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| **k == r)
+        .copied()
+        .unwrap_or("unknown")
+}
+
+fn orchestrator_of(c: &ContainerInfo) -> Option<Orchestrator> {
+    let uid = c.pod_uid.clone()?;
+    Some(Orchestrator {
+        orchestrator_type: "kubernetes".into(),
+        namespace: None,
+        resource: OrchestratorResource {
+            id: Some(uid),
+            name: None,
+            resource_type: Some("pod".into()),
+        },
+    })
+}
+
+fn parent_fields(parent: Option<&Entry>, ppid: u32, seed: u64) -> Parent {
+    let Some(p) = parent else {
+        return Parent {
+            pid: ppid,
+            ..Default::default()
+        };
+    };
+    Parent {
+        pid: p.key.pid,
+        entity_id: entity_id(seed, p.key),
+        executable: p.image.executable.clone(),
+        name: p.image.name.clone(),
+        args: p.image.args.clone(),
+        command_line: p.image.command_line.clone(),
+        start: None,
+    }
+}
+
+/// Splits a raw cmdline into rendered arguments and the indexes that needed
+/// escaping (see [`crate::bytes`]).
+pub fn render_args(cmdline: &[u8]) -> (Vec<String>, Vec<u32>) {
+    let mut args = Vec::new();
+    let mut escaped = Vec::new();
+    for (i, a) in procfs::split_cmdline(cmdline).enumerate() {
+        let (text, esc) = bytes::render(a);
+        if esc {
+            escaped.push(i as u32);
+        }
+        args.push(text.into_owned());
+    }
+    (args, escaped)
+}
+
+/// ECS `process.name`. The kernel's comm is the basename of the path given
+/// to execve (so a busybox symlink keeps its own name) but is cut at 15
+/// bytes; the untruncated name is the exe's or argv[0]'s basename when comm
+/// is a prefix of it. argv[0] alone is never trusted: any caller sets it.
+pub fn process_name(comm: &str, executable: &str, argv0: Option<&str>) -> String {
+    let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
+    if comm.is_empty() {
+        return base(executable);
+    }
+    let exe_base = base(executable.strip_suffix(" (deleted)").unwrap_or(executable));
+    if exe_base.starts_with(comm) {
+        return exe_base;
+    }
+    if let Some(a0) = argv0.map(base)
+        && a0.starts_with(comm)
+    {
+        return a0;
+    }
+    comm.to_string()
+}
+
+/// `process.entity_id`: stable for (host, boot, pid, start time).
+pub fn entity_id(seed: u64, key: ProcKey) -> String {
+    let mut h = seed ^ 0xcbf2_9ce4_8422_2325;
+    for b in key
+        .pid
+        .to_le_bytes()
+        .iter()
+        .chain(&key.start_ticks.to_le_bytes())
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+pub fn fnv1a(data: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn start_time(host: &HostContext, start_ticks: u64) -> String {
+    let ticks = host.clock_ticks.max(1);
+    let nanos = u128::from(host.boot_time_secs) * 1_000_000_000
+        + u128::from(start_ticks) * 1_000_000_000 / u128::from(ticks);
+    rfc3339_nanos(nanos)
+}
+
+/// RFC 3339 UTC with nanoseconds, as ECS `@timestamp` wants.
+pub fn rfc3339_nanos(unix_nanos: u128) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(unix_nanos as i128)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Parses `/etc/passwd` text into uid → name.
+pub fn parse_passwd(text: &str) -> HashMap<u32, String> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.split(':');
+            let name = it.next()?;
+            let uid = it.nth(1)?.parse().ok()?;
+            Some((uid, name.to_string()))
+        })
+        .collect()
+}
+
+/// Reads the host facts once at start.
+pub fn host_context(procfs: &ProcFs) -> io::Result<HostContext> {
+    let self_pid = std::process::id();
+    let host_ns = procfs.namespaces(self_pid)?;
+    let hostname = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    let machine_id = std::fs::read("/etc/machine-id").unwrap_or_default();
+    let boot_id =
+        std::fs::read(procfs.root().join("sys/kernel/random/boot_id")).unwrap_or_default();
+    let seed = fnv1a(&[machine_id, boot_id, hostname.as_bytes().to_vec()].concat());
+    Ok(HostContext {
+        hostname,
+        host_ns,
+        boot_time_secs: procfs.boot_time_secs()?,
+        clock_ticks: procfs::clock_ticks(),
+        id_seed: seed,
+        users: std::fs::read_to_string("/etc/passwd")
+            .map(|t| parse_passwd(&t))
+            .unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_prefers_untruncated_exe_then_argv0_then_comm() {
+        assert_eq!(
+            process_name("kube-controller", "/usr/bin/kube-controller-manager", None),
+            "kube-controller-manager"
+        );
+        // busybox symlink: comm says sh, exe is busybox.
+        assert_eq!(process_name("sh", "/bin/busybox", Some("/bin/sh")), "sh");
+        // argv[0] that does not agree with comm is not believed.
+        assert_eq!(
+            process_name("kubectl", "/bin/busybox", Some("ls")),
+            "kubectl"
+        );
+        assert_eq!(process_name("x", "/tmp/x (deleted)", None), "x");
+    }
+
+    #[test]
+    fn render_args_marks_escaped_indexes() {
+        let (args, esc) = render_args(b"a b\0\xff\0\0");
+        assert_eq!(args[0], "a b");
+        assert_eq!(args[1], "\\xff");
+        assert_eq!(esc, vec![1]);
+    }
+
+    #[test]
+    fn entity_id_depends_on_start_time() {
+        let a = entity_id(
+            1,
+            ProcKey {
+                pid: 5,
+                start_ticks: 10,
+            },
+        );
+        let b = entity_id(
+            1,
+            ProcKey {
+                pid: 5,
+                start_ticks: 11,
+            },
+        );
+        assert_ne!(a, b);
+        assert_eq!(
+            a,
+            entity_id(
+                1,
+                ProcKey {
+                    pid: 5,
+                    start_ticks: 10
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn passwd_parses() {
+        let m = parse_passwd("root:x:0:0:root:/root:/bin/bash\nbad\nnobody:x:65534:65534::/:/x\n");
+        assert_eq!(m.get(&0).map(String::as_str), Some("root"));
+        assert_eq!(m.get(&65534).map(String::as_str), Some("nobody"));
+    }
+
+    #[test]
+    fn vanished_process_gives_partial_event() {
+        let facts = ProcFacts {
+            pid: 42,
+            ..Default::default()
+        };
+        let host = HostContext::default();
+        let ev = build_event(&EventInput {
+            facts: &facts,
+            parent: None,
+            parent_pid: 1,
+            host: &host,
+            sequence: 7,
+            event_id: "x".into(),
+            timestamp: "t".into(),
+        });
+        assert_eq!(ev.process.pid, 42);
+        assert!(!ev.execsentry.args_complete);
+        assert_eq!(ev.execsentry.args_source, "comm");
+        assert_eq!(ev.process.parent.pid, 1);
+        assert!(ev.container.is_none());
+    }
+}

@@ -1,0 +1,209 @@
+//! The sensor's state machine, without the event loop: kernel events in,
+//! ECS events and alerts out. Owning no sockets, it is driven by `daemon`
+//! live and can be driven by tests with recorded events.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::enrich::{self, EventInput, HostContext, ProcReader};
+use crate::event::Event;
+use crate::netlink::wire::KernelEvent;
+use crate::process_table::{ProcKey, ProcessTable};
+use crate::rules::{Match, RuleSet};
+
+/// Everything the sensor counts; each loss or degradation has its own.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    pub kernel_events: u64,
+    pub execs: u64,
+    pub forks: u64,
+    pub exits: u64,
+    /// Netlink receive buffer overruns (ENOBUFS): events the kernel dropped.
+    pub overruns: u64,
+    /// Datagrams the decoder rejected.
+    pub decode_errors: u64,
+    /// Exec events whose process was gone or had no cmdline.
+    pub partial_events: u64,
+    pub args_truncated: u64,
+    pub alerts: u64,
+    pub rescans: u64,
+}
+
+pub struct Pipeline {
+    pub table: ProcessTable,
+    pub reader: ProcReader,
+    pub host: HostContext,
+    pub rules: RuleSet,
+    pub counters: Counters,
+    matches: Vec<Match>,
+    sequence: u64,
+    /// Distinguishes this sensor run in `event.id`.
+    run_id: u64,
+}
+
+/// What one exec produced.
+pub struct ExecOutcome {
+    pub event: Event,
+    pub alerts: Vec<Event>,
+}
+
+impl Pipeline {
+    pub fn new(table: ProcessTable, reader: ProcReader, host: HostContext, rules: RuleSet) -> Self {
+        let run_id = enrich::fnv1a(&now_nanos().to_le_bytes()) ^ host.id_seed;
+        Pipeline {
+            table,
+            reader,
+            host,
+            rules,
+            counters: Counters::default(),
+            matches: Vec::new(),
+            sequence: 0,
+            run_id,
+        }
+    }
+
+    /// Fills the table from `/proc`, so processes that were already running
+    /// (and their containers) are known before the first event.
+    pub fn scan(&mut self) {
+        let Ok(pids) = self.reader.procfs.pids() else {
+            return;
+        };
+        let mut pids: Vec<u32> = pids.collect();
+        // Parents usually have lower pids: insert them first so children
+        // can link to them.
+        pids.sort_unstable();
+        for pid in pids {
+            self.learn(pid);
+        }
+    }
+
+    /// Reads one process from `/proc` into the table without emitting.
+    fn learn(&mut self, pid: u32) {
+        let facts = self.reader.read(pid, false);
+        let Some(stat) = facts.stat.as_ref() else {
+            return;
+        };
+        let ppid = stat.ppid;
+        let parent = self.table.live(ppid).map(|e| e.key);
+        let ev = self.shape(&facts, parent, ppid);
+        let container = enrich::container_of(&ev);
+        let key = ProcKey {
+            pid,
+            start_ticks: facts.start_ticks(),
+        };
+        self.table
+            .upsert(key, parent, enrich::image_of(&ev, container));
+    }
+
+    /// After an overrun some exits were lost: forget the dead, learn the new.
+    pub fn resync(&mut self, now_ms: u64) {
+        self.counters.rescans += 1;
+        let root = self.reader.procfs.root().to_path_buf();
+        self.table
+            .retain_live(&|pid| root.join(pid.to_string()).exists(), now_ms);
+        self.scan();
+    }
+
+    /// Applies one kernel event; returns the exec outcome for execs.
+    pub fn on_kernel(&mut self, ev: KernelEvent, now_ms: u64) -> Option<ExecOutcome> {
+        self.counters.kernel_events += 1;
+        match ev {
+            // A new thread shares its process's image; only new processes
+            // (child pid == child tgid) enter the table.
+            KernelEvent::Fork {
+                parent_tgid,
+                child_pid,
+                child_tgid,
+                ..
+            } if child_pid == child_tgid => {
+                self.counters.forks += 1;
+                self.table.fork(parent_tgid, child_tgid);
+                None
+            }
+            KernelEvent::Exit { pid, tgid, .. } if pid == tgid => {
+                self.counters.exits += 1;
+                self.table.exit(tgid, now_ms);
+                None
+            }
+            // After exec the kernel reports the thread-group leader's pid,
+            // even when another thread called execve.
+            KernelEvent::Exec { tgid, .. } => Some(self.on_exec(tgid)),
+            _ => None,
+        }
+    }
+
+    fn on_exec(&mut self, pid: u32) -> ExecOutcome {
+        self.counters.execs += 1;
+        let facts = self.reader.read(pid, true);
+        let ppid = facts
+            .status
+            .as_ref()
+            .map(|s| s.ppid)
+            .or(facts.stat.as_ref().map(|s| s.ppid))
+            .unwrap_or(0);
+        // The fork-time parent is exact even if the parent has since exited
+        // and its pid was reused; /proc's ppid is the fallback.
+        let parent = self
+            .table
+            .live(pid)
+            .and_then(|e| e.parent)
+            .or_else(|| self.table.live(ppid).map(|e| e.key));
+        let event = self.shape(&facts, parent, ppid);
+        if !event.execsentry.args_complete {
+            self.counters.partial_events += 1;
+        }
+        if event.execsentry.args_truncated {
+            self.counters.args_truncated += 1;
+        }
+        if facts.stat.is_some() {
+            let key = ProcKey {
+                pid,
+                start_ticks: facts.start_ticks(),
+            };
+            let image = enrich::image_of(&event, enrich::container_of(&event));
+            self.table.upsert(key, parent, image);
+        }
+        let alerts = self.evaluate(&event);
+        ExecOutcome { event, alerts }
+    }
+
+    /// Runs the rules over an event (also used by `replay`).
+    pub fn evaluate(&mut self, event: &Event) -> Vec<Event> {
+        self.matches.clear();
+        self.rules.evaluate(event, &mut self.matches);
+        self.counters.alerts += self.matches.len() as u64;
+        self.matches
+            .iter()
+            .map(|m| self.rules.alert(event, m))
+            .collect()
+    }
+
+    fn shape(&mut self, facts: &enrich::ProcFacts, parent: Option<ProcKey>, ppid: u32) -> Event {
+        self.sequence += 1;
+        let parent_entry = parent.and_then(|k| self.table.get(k));
+        enrich::build_event(&EventInput {
+            facts,
+            parent: parent_entry,
+            parent_pid: parent.map_or(ppid, |k| k.pid),
+            host: &self.host,
+            sequence: self.sequence,
+            event_id: format!("{:016x}-{}", self.run_id, self.sequence),
+            timestamp: enrich::rfc3339_nanos(now_nanos()),
+        })
+    }
+
+    pub fn replace_rules(&mut self, rules: RuleSet) {
+        self.rules = rules;
+    }
+
+    pub fn image_of_pid(&self, pid: u32) -> Option<Arc<crate::process_table::Image>> {
+        self.table.live(pid).map(|e| e.image.clone())
+    }
+}
+
+pub fn now_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}

@@ -1,0 +1,110 @@
+//! Least privilege: which capabilities the daemon keeps after set-up, the
+//! refusal to load files that non-root users could have written, and the
+//! systemd readiness notification.
+
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use caps::{CapSet, Capability, CapsHashSet};
+
+/// After set-up the sensor only reads other processes' `/proc` entries:
+/// `exe`, `cwd` and `ns/*` need ptrace-read access (CAP_SYS_PTRACE for
+/// processes with capabilities we no longer hold), and CAP_DAC_READ_SEARCH
+/// lets it traverse directories of other users' processes.
+pub const KEPT: [Capability; 2] = [Capability::CAP_SYS_PTRACE, Capability::CAP_DAC_READ_SEARCH];
+
+/// Drops every capability but [`KEPT`] from all five sets and sets
+/// `no_new_privs`. Returns the names kept (those we actually had).
+pub fn drop_capabilities() -> Result<Vec<String>> {
+    let permitted = caps::read(None, CapSet::Permitted)?;
+    let keep: CapsHashSet = KEPT
+        .iter()
+        .copied()
+        .filter(|c| permitted.contains(c))
+        .collect();
+    // The bounding set can only shrink while CAP_SETPCAP is still effective,
+    // so it goes first.
+    if permitted.contains(&Capability::CAP_SETPCAP) {
+        for c in caps::all() {
+            if !keep.contains(&c) && caps::has_cap(None, CapSet::Bounding, c).unwrap_or(false) {
+                caps::drop(None, CapSet::Bounding, c)?;
+            }
+        }
+    }
+    caps::clear(None, CapSet::Ambient)?;
+    caps::clear(None, CapSet::Inheritable)?;
+    caps::set(None, CapSet::Effective, &keep)?;
+    caps::set(None, CapSet::Permitted, &keep)?;
+    nix::sys::prctl::set_no_new_privs()?;
+    let mut names: Vec<String> = keep.iter().map(|c| c.to_string()).collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Rules and configuration decide what the sensor reports: refuse a file or
+/// directory that anyone but root could have written.
+pub fn check_owned_by_root(paths: &[PathBuf]) -> Result<()> {
+    for p in paths {
+        check_one(p)?;
+        if p.is_dir() {
+            for entry in std::fs::read_dir(p)? {
+                let path = entry?.path();
+                if path.extension().is_some_and(|e| e == "toml") {
+                    check_one(&path)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_one(p: &Path) -> Result<()> {
+    let md = std::fs::metadata(p)?;
+    // Only enforce when running as root: a developer's own checkout is
+    // owned by the developer.
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    if md.uid() != 0 {
+        bail!(
+            "{}: refusing to load: owned by uid {}, not root",
+            p.display(),
+            md.uid()
+        );
+    }
+    if md.mode() & 0o022 != 0 {
+        bail!(
+            "{}: refusing to load: writable by group or others (mode {:o})",
+            p.display(),
+            md.mode() & 0o7777
+        );
+    }
+    Ok(())
+}
+
+/// Tells systemd (`Type=notify`) that the self-check passed. The protocol is
+/// one datagram, so no extra crate is needed.
+pub fn notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    if let Err(e) = send_notify(&path, b"READY=1") {
+        log::warn!("sd_notify failed: {e}");
+    }
+}
+
+fn send_notify(path: &std::ffi::OsStr, msg: &[u8]) -> io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let sock = UnixDatagram::unbound()?;
+    let bytes = path.as_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name)?,
+        None => SocketAddr::from_pathname(Path::new(path))?,
+    };
+    sock.send_to_addr(msg, &addr)?;
+    Ok(())
+}

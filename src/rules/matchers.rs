@@ -1,0 +1,249 @@
+//! String matching primitives the compiled rules use: case folding without
+//! allocation, `*`/`?` wildcards, and KQL-style `has` terms. Everything here
+//! works on borrowed text so that evaluating an event never allocates.
+
+/// Folds one character for case-insensitive comparison. Literals are folded
+/// with the same function at compile time, so both sides always agree.
+#[inline]
+pub fn fold(c: char) -> char {
+    if c.is_ascii() {
+        c.to_ascii_lowercase()
+    } else {
+        // Multi-char lowercase forms (rare) compare by their first char.
+        c.to_lowercase().next().unwrap_or(c)
+    }
+}
+
+/// Folds a whole literal (compile time only; allocates).
+pub fn fold_str(s: &str) -> String {
+    s.chars().map(fold).collect()
+}
+
+/// `hay` equals the already folded `lit`, ignoring case.
+#[inline]
+pub fn eq_ci(hay: &str, lit: &str) -> bool {
+    if hay.is_ascii() && lit.is_ascii() {
+        return hay.eq_ignore_ascii_case(lit);
+    }
+    let mut h = hay.chars();
+    let mut l = lit.chars();
+    loop {
+        match (h.next(), l.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if fold(a) == b => {}
+            _ => return false,
+        }
+    }
+}
+
+/// If the folded `lit` matches `hay` at byte `at`, the byte just past it.
+#[inline]
+fn match_at(hay: &str, at: usize, lit: &str, ci: bool) -> Option<usize> {
+    let rest = hay.get(at..)?;
+    if !ci {
+        return rest.starts_with(lit).then_some(at + lit.len());
+    }
+    if lit.is_ascii() {
+        let n = lit.len();
+        let cand = rest.as_bytes().get(..n)?;
+        // An ASCII literal can only match bytes that are ASCII, so `at + n`
+        // is a char boundary whenever this succeeds.
+        return cand.eq_ignore_ascii_case(lit.as_bytes()).then_some(at + n);
+    }
+    let mut it = rest.char_indices();
+    for lc in lit.chars() {
+        match it.next() {
+            Some((_, c)) if fold(c) == lc => {}
+            _ => return None,
+        }
+    }
+    Some(it.next().map_or(hay.len(), |(i, _)| at + i))
+}
+
+pub fn starts_with(hay: &str, lit: &str, ci: bool) -> bool {
+    match_at(hay, 0, lit, ci).is_some()
+}
+
+pub fn ends_with(hay: &str, lit: &str, ci: bool) -> bool {
+    if !ci {
+        return hay.ends_with(lit);
+    }
+    // Try every char boundary from the end whose tail is long enough.
+    hay.char_indices()
+        .rev()
+        .take(lit.chars().count())
+        .last()
+        .is_some_and(|(i, _)| match_at(hay, i, lit, true) == Some(hay.len()))
+        || lit.is_empty()
+}
+
+pub fn contains(hay: &str, lit: &str, ci: bool) -> bool {
+    if !ci {
+        return hay.contains(lit);
+    }
+    hay.char_indices()
+        .any(|(i, _)| match_at(hay, i, lit, true).is_some())
+        || lit.is_empty()
+}
+
+/// KQL `has` as issue 4 fixes it: the folded `term` occurs case-insensitively
+/// at a position where, if the term starts with a letter or digit, the char
+/// before is not one, and, if it ends with a letter or digit, the char after
+/// is not one.
+pub fn has_term(hay: &str, term: &str) -> bool {
+    let (Some(first), Some(last)) = (term.chars().next(), term.chars().next_back()) else {
+        return false;
+    };
+    let check_start = first.is_alphanumeric();
+    let check_end = last.is_alphanumeric();
+    for (i, _) in hay.char_indices() {
+        let Some(end) = match_at(hay, i, term, true) else {
+            continue;
+        };
+        if check_start
+            && hay[..i]
+                .chars()
+                .next_back()
+                .is_some_and(char::is_alphanumeric)
+        {
+            continue;
+        }
+        if check_end && hay[end..].chars().next().is_some_and(char::is_alphanumeric) {
+            continue;
+        }
+        return true;
+    }
+    false
+}
+
+/// One element of a compiled wildcard pattern.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum P {
+    Star,
+    Any,
+    Lit(char),
+}
+
+/// A compiled `*`/`?` pattern. Matching is iterative with single-star
+/// backtracking, so it is linear-ish and cannot recurse on hostile input.
+#[derive(Debug, Clone)]
+pub struct Wildcard {
+    parts: Box<[P]>,
+    ci: bool,
+}
+
+impl Wildcard {
+    pub fn new(pattern: &str, ci: bool) -> Wildcard {
+        let mut parts: Vec<P> = Vec::with_capacity(pattern.len());
+        for c in pattern.chars() {
+            let p = match c {
+                '*' => P::Star,
+                '?' => P::Any,
+                c if ci => P::Lit(fold(c)),
+                c => P::Lit(c),
+            };
+            // Consecutive stars are one star.
+            if !(p == P::Star && parts.last() == Some(&P::Star)) {
+                parts.push(p);
+            }
+        }
+        Wildcard {
+            parts: parts.into_boxed_slice(),
+            ci,
+        }
+    }
+
+    pub fn has_wildcards(pattern: &str) -> bool {
+        pattern.contains(['*', '?'])
+    }
+
+    pub fn is_match(&self, hay: &str) -> bool {
+        let p = &self.parts;
+        let (mut pi, mut h) = (0usize, 0usize);
+        let mut star: Option<(usize, usize)> = None;
+        loop {
+            let next = hay[h..].chars().next();
+            if let Some(&part) = p.get(pi) {
+                match (part, next) {
+                    (P::Star, _) => {
+                        star = Some((pi + 1, h));
+                        pi += 1;
+                        continue;
+                    }
+                    (P::Any, Some(c)) => {
+                        pi += 1;
+                        h += c.len_utf8();
+                        continue;
+                    }
+                    (P::Lit(l), Some(c)) if (if self.ci { fold(c) } else { c }) == l => {
+                        pi += 1;
+                        h += c.len_utf8();
+                        continue;
+                    }
+                    _ => {}
+                }
+            } else if h == hay.len() {
+                return true;
+            }
+            // Mismatch: let the last star swallow one more char.
+            let Some((sp, sh)) = star else { return false };
+            let Some(c) = hay[sh..].chars().next() else {
+                return false;
+            };
+            star = Some((sp, sh + c.len_utf8()));
+            pi = sp;
+            h = sh + c.len_utf8();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn has_edges_from_issue() {
+        assert!(has_term("/bin/sh -c id", "sh"));
+        assert!(has_term("sh", "sh"));
+        assert!(!has_term("bash", "sh"));
+        assert!(has_term("docker run alpine", "run"));
+        assert!(has_term("ls /var/run/x", "run"));
+        assert!(!has_term("runc exec", "run"));
+        assert!(has_term("kubectl exec -it p -- sh", "-it"));
+        assert!(!has_term("docker run -itd alpine", "-it"));
+        assert!(has_term("DOCKER EXEC x", "exec"));
+        assert!(has_term("docker exec -i x", "-i "));
+        assert!(!has_term("docker exec -it x", "-i "));
+        assert!(has_term("curl https://n:10250/run/a", ":10250"));
+        assert!(!has_term("anything", ""));
+    }
+
+    #[test]
+    fn wildcards() {
+        let w = Wildcard::new(".*", true);
+        assert!(w.is_match(".hidden"));
+        assert!(w.is_match("."));
+        assert!(!w.is_match("ctr"));
+        let w = Wildcard::new("*containerd.sock*", false);
+        assert!(w.is_match("--address=/run/containerd/containerd.sock"));
+        assert!(!w.is_match("--address=/run/containerd/CONTAINERD.sock"));
+        let w = Wildcard::new("a?c*d", true);
+        assert!(w.is_match("AbCxxD"));
+        assert!(w.is_match("aéc d"));
+        assert!(!w.is_match("ac d"));
+        assert!(Wildcard::new("*", false).is_match(""));
+        assert!(!Wildcard::new("*a*a*a*a*b", false).is_match(&"a".repeat(200)));
+    }
+
+    #[test]
+    fn case_folding() {
+        assert!(eq_ci("KubeCTL", "kubectl"));
+        assert!(eq_ci("ÉCHO", "écho"));
+        assert!(!eq_ci("kubectl1", "kubectl"));
+        assert!(starts_with("/TMP/x", "/tmp/", true));
+        assert!(ends_with("x.SOCK", ".sock", true));
+        assert!(ends_with("x", "", true));
+        assert!(contains("aXyZb", "xyz", true));
+        assert!(!contains("ab", "abc", true));
+    }
+}

@@ -1,0 +1,125 @@
+//! `execsentry tail`: follow the alert socket and print each alert, either
+//! as the raw JSON line or as one readable line. Reconnects with back-off
+//! when the sensor restarts, until killed or until `out` fails (a closed
+//! pipe such as `| head` ends it).
+//!
+//! Everything printed from an event goes through `escaped_control`, so a
+//! hostile argv cannot move the cursor or fake another line.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use super::format::severity_word;
+use crate::bytes::escaped_control;
+use crate::event::Event;
+
+const RETRY_MIN: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+pub fn tail(socket: &Path, json: bool, mut out: impl Write, color: bool) -> io::Result<()> {
+    let mut wait = RETRY_MIN;
+    let mut said_waiting = false;
+    loop {
+        match UnixStream::connect(socket) {
+            Ok(stream) => {
+                wait = RETRY_MIN;
+                said_waiting = false;
+                follow(stream, json, &mut out, color)?;
+                eprintln!("execsentry tail: sensor went away; reconnecting");
+            }
+            Err(e) => {
+                if !said_waiting {
+                    eprintln!(
+                        "execsentry tail: {}: {e}; retrying until it appears",
+                        socket.display()
+                    );
+                    said_waiting = true;
+                }
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Prints every line from `input` until it ends. Errors from `out` are
+/// returned (the caller should stop); errors from `input` end the stream.
+pub fn follow(
+    input: impl io::Read,
+    json: bool,
+    out: &mut impl Write,
+    color: bool,
+) -> io::Result<()> {
+    let mut r = BufReader::new(input);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match r.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return Ok(()),
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches('\n');
+        if json {
+            // The sensor escapes controls in its JSON; escape again in case
+            // something else is listening on this path.
+            writeln!(out, "{}", escaped_control(text))?;
+        } else {
+            match serde_json::from_str::<Event>(text) {
+                Ok(ev) if ev.is_alert() => writeln!(out, "{}", render(&ev, color))?,
+                Ok(_) => {}
+                Err(e) => writeln!(out, "(unreadable line: {e})")?,
+            }
+        }
+        out.flush()?;
+    }
+}
+
+/// `TIME SEVERITY RULE WHERE USER COMMAND`, with the severity coloured.
+pub fn render(ev: &Event, color: bool) -> String {
+    let sev = severity_word(ev);
+    let sev_txt = if color {
+        let code = match sev {
+            "critical" => "1;31",
+            "high" => "31",
+            "medium" => "33",
+            "low" => "36",
+            _ => "2",
+        };
+        format!("\x1b[{code}m{sev:<8}\x1b[0m")
+    } else {
+        format!("{sev:<8}")
+    };
+    let rule = ev.rule.as_ref().map_or("-", |r| r.id.as_str());
+    let place = match (&ev.container, &ev.orchestrator) {
+        (Some(c), Some(o)) => {
+            let pod = o.resource.name.as_deref().unwrap_or("-");
+            let short: String = c.id.chars().take(12).collect();
+            format!("{}:{short} pod={pod}", c.runtime)
+        }
+        (Some(c), None) => {
+            let short: String = c.id.chars().take(12).collect();
+            format!("{}:{short}", c.runtime)
+        }
+        _ => "host".into(),
+    };
+    let user = match &ev.process.user.name {
+        Some(n) => format!("{n}({})", ev.process.user.id),
+        None => format!("uid={}", ev.process.user.id),
+    };
+    let cmd = if ev.process.command_line.is_empty() {
+        &ev.process.executable
+    } else {
+        &ev.process.command_line
+    };
+    format!(
+        "{} {sev_txt} {} {} {} {}",
+        escaped_control(&ev.timestamp),
+        escaped_control(rule),
+        escaped_control(&place),
+        escaped_control(&user),
+        escaped_control(cmd)
+    )
+}

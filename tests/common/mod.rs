@@ -1,0 +1,259 @@
+//! Shared helpers for the integration tests: real containers (Docker, runc),
+//! a busybox root filesystem, the sensor as a child process, and JSON lookup.
+//!
+//! Each test binary does `mod common;` and uses what it needs. Everything a
+//! helper creates is owned by a guard whose `Drop` removes it (container,
+//! process, bundle, temp dir, cgroup directories), so a panicking test leaves
+//! nothing behind.
+//!
+//! Most helpers need root; call [`require_root`] first and return early when it
+//! is false so the test is reported as skipped, loudly, instead of failing.
+
+// Every test binary compiles this module but uses only part of it.
+#![allow(dead_code)]
+
+mod docker;
+mod runc;
+mod sensor;
+
+pub use docker::{DockerContainer, TEST_IMAGE, docker_available};
+pub use runc::{RuncContainer, runc_available};
+pub use sensor::Sensor;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+/// Names under which the rootfs carries real copies of busybox: the rules
+/// match on the executable name, so these must not be symlinks.
+pub const TOOL_COPIES: &[&str] = &["kubectl", "crictl", "ctr", "docker"];
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// True when running as root; otherwise prints a skip line that stands out in
+/// `cargo test` output, so a non-root run is never mistaken for a pass.
+pub fn require_root() -> bool {
+    if is_root() {
+        return true;
+    }
+    eprintln!(
+        "\n*** SKIPPED {}: needs root (real kernel events and containers) ***\n",
+        std::thread::current().name().unwrap_or("test")
+    );
+    false
+}
+
+/// The repository root (where Cargo.toml is).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shipped rules directory.
+pub fn rules_dir() -> PathBuf {
+    repo_root().join("rules")
+}
+
+/// Path of a static busybox. Container rootfs need a static binary: there is
+/// no libc inside. Debian's busybox-static installs /bin/busybox.
+pub fn busybox() -> PathBuf {
+    for p in ["/bin/busybox", "/usr/bin/busybox", "/usr/local/bin/busybox"] {
+        if Path::new(p).is_file() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("busybox not found: apt-get install busybox-static (tests/support/setup.sh does)");
+}
+
+/// A unique, short, lowercase name for containers and bundles: pid and a
+/// counter keep parallel tests apart, the clock keeps reruns apart.
+pub fn unique_name(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{n}-{t:x}", std::process::id())
+}
+
+/// `n` random bytes as lowercase hex (from the kernel, no extra crate).
+pub fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .expect("read /dev/urandom");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A random version-4 UUID, e.g. for a pod uid in a kubepods cgroup path.
+pub fn random_uuid() -> String {
+    let h = random_hex(16);
+    format!(
+        "{}-{}-4{}-{}{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        // variant bits 10xx
+        ["8", "9", "a", "b"][usize::from_str_radix(&h[16..17], 16).unwrap() % 4],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+/// A container id in the 64-hex shape docker and containerd use.
+pub fn random_container_id() -> String {
+    random_hex(32)
+}
+
+/// A busybox root filesystem in a temporary directory; removed on drop.
+pub struct TempRootfs {
+    dir: tempfile::TempDir,
+}
+
+impl TempRootfs {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Builds a busybox rootfs: /bin/busybox, a symlink per applet (so `sh`,
+/// `sleep`, `cat` work), and real copies named kubectl/crictl/ctr/docker.
+pub fn rootfs() -> TempRootfs {
+    let dir = tempfile::Builder::new()
+        .prefix("execsentry-rootfs.")
+        .tempdir()
+        .expect("create temp rootfs dir");
+    populate_rootfs(dir.path());
+    TempRootfs { dir }
+}
+
+/// Fills `root` with the busybox tree described at [`rootfs`].
+pub fn populate_rootfs(root: &Path) {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    for d in ["bin", "dev", "etc", "proc", "sys", "tmp", "root"] {
+        std::fs::create_dir_all(root.join(d)).expect("mkdir in rootfs");
+    }
+    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))
+        .expect("chmod rootfs/tmp");
+    let bin = root.join("bin");
+    let bb = bin.join("busybox");
+    std::fs::copy(busybox(), &bb).expect("copy busybox into rootfs");
+    let list = run_ok(Command::new(&bb).arg("--list"));
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let applet = applet.trim();
+        if applet.is_empty() || applet == "busybox" || TOOL_COPIES.contains(&applet) {
+            continue;
+        }
+        // Relative target so the link resolves inside the container too.
+        let _ = symlink("busybox", bin.join(applet));
+    }
+    for tool in TOOL_COPIES {
+        std::fs::copy(&bb, bin.join(tool)).expect("copy busybox as tool");
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")
+        .expect("write passwd");
+    std::fs::write(root.join("etc/group"), "root:x:0:\n").expect("write group");
+}
+
+/// Runs a command and panics with its stderr unless it succeeds.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Quotes one word for `sh -c` (used to build the `script -c` command line).
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@%+,".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Looks up `"process.args"`, `"container.id"`, `"process.args.0"` in a JSON
+/// event. At each level a literal dotted key is tried before descending, so
+/// both nested ECS objects and flattened keys (`{"event.kind": ..}`) resolve;
+/// a numeric segment indexes an array.
+pub fn json_path<'a>(v: &'a Value, dotted: &str) -> Option<&'a Value> {
+    if dotted.is_empty() {
+        return Some(v);
+    }
+    match v {
+        Value::Object(map) => {
+            if let Some(x) = map.get(dotted) {
+                return Some(x);
+            }
+            // Try every split point, shortest head first (the usual nesting).
+            for (i, _) in dotted.match_indices('.') {
+                if let Some(inner) = map.get(&dotted[..i])
+                    && let Some(found) = json_path(inner, &dotted[i + 1..])
+                {
+                    return Some(found);
+                }
+            }
+            None
+        }
+        Value::Array(items) => {
+            let (head, rest) = dotted.split_once('.').unwrap_or((dotted, ""));
+            let idx: usize = head.parse().ok()?;
+            json_path(items.get(idx)?, rest)
+        }
+        _ => None,
+    }
+}
+
+/// `json_path` as a string slice, for terse assertions.
+pub fn json_str<'a>(v: &'a Value, dotted: &str) -> Option<&'a str> {
+    json_path(v, dotted).and_then(Value::as_str)
+}
+
+/// The cgroup hierarchies mounted on this host (v1 controllers and the v2
+/// unified tree), from /proc/self/mountinfo.
+pub fn cgroup_mounts() -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            // "... <mount point> <opts> [optional...] - <fstype> <source> ..."
+            let (left, right) = line.split_once(" - ")?;
+            let fstype = right.split_whitespace().next()?;
+            if fstype != "cgroup" && fstype != "cgroup2" {
+                return None;
+            }
+            left.split_whitespace().nth(4).map(PathBuf::from)
+        })
+        .collect()
+}
+
+/// The lines of `/proc/<pid>/cgroup`, or empty when the process is gone.
+pub fn proc_cgroup(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default()
+}
+
+/// Whether a pid is alive (and not a zombie).
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .map(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
