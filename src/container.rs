@@ -595,7 +595,9 @@ mod tests {
         let host_ns = ProcFs::new(root.join("host"))
             .namespaces(1234)
             .expect("host ns");
-        let cases: [(&str, u32, Option<(&str, &str, Option<&str>)>); 14] = [
+        // (case, pid, expected (runtime, id, pod uid))
+        type Want = Option<(&'static str, &'static str, Option<&'static str>)>;
+        let cases: [(&str, u32, Want); 14] = [
             ("host", 1234, None),
             ("docker-v1", 4242, Some(("docker", D, None))),
             ("docker-v2", 4242, Some(("docker", D, None))),

@@ -15,6 +15,7 @@ pub mod container;
 pub mod daemon;
 pub mod enrich;
 pub mod event;
+pub mod fanotify;
 pub mod netlink;
 pub mod pipeline;
 pub mod privilege;

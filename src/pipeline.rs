@@ -2,7 +2,6 @@
 //! ECS events and alerts out. Owning no sockets, it is driven by `daemon`
 //! live and can be driven by tests with recorded events.
 
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::enrich::{self, EventInput, HostContext, ProcReader};
@@ -195,10 +194,6 @@ impl Pipeline {
     pub fn replace_rules(&mut self, rules: RuleSet) {
         self.rules = rules;
     }
-
-    pub fn image_of_pid(&self, pid: u32) -> Option<Arc<crate::process_table::Image>> {
-        self.table.live(pid).map(|e| e.image.clone())
-    }
 }
 
 pub fn now_nanos() -> u128 {
@@ -206,4 +201,120 @@ pub fn now_nanos() -> u128 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::procfs::ProcFs;
+
+    fn fixture_pipeline(case: &str) -> Pipeline {
+        let root = format!("{}/tests/data/proc/{case}", env!("CARGO_MANIFEST_DIR"));
+        let procfs = ProcFs::new(root);
+        let host_root = format!("{}/tests/data/proc/host", env!("CARGO_MANIFEST_DIR"));
+        let host_ns = ProcFs::new(host_root).namespaces(1234).unwrap();
+        let host = HostContext {
+            hostname: "fixture".into(),
+            host_ns,
+            clock_ticks: 100,
+            ..Default::default()
+        };
+        let rules = RuleSet::from_sources(&[]).unwrap();
+        Pipeline::new(
+            ProcessTable::new(64, 1000),
+            ProcReader::new(procfs, 4096),
+            host,
+            rules,
+        )
+    }
+
+    fn exec(p: &mut Pipeline, pid: u32) -> Event {
+        p.on_kernel(KernelEvent::Exec { pid, tgid: pid }, 0)
+            .expect("exec outcome")
+            .event
+    }
+
+    #[test]
+    fn exec_in_docker_fixture_carries_container_and_entry_meta() {
+        let mut p = fixture_pipeline("docker-v1");
+        let ev = exec(&mut p, 4242);
+        let c = ev.container.as_ref().expect("container");
+        assert_eq!(c.runtime, "docker");
+        assert_eq!(c.id.len(), 64);
+        let meta = ev.process.entry_leader.as_ref().expect("entry leader");
+        assert_eq!(meta.entry_meta.meta_type, "container");
+        assert_eq!(ev.process.name, "nginx");
+        assert_eq!(ev.execsentry.start_ticks, 5000);
+        assert_eq!(p.counters.execs, 1);
+    }
+
+    #[test]
+    fn kubepods_fixture_names_the_pod() {
+        let mut p = fixture_pipeline("k8s-containerd-v1");
+        let ev = exec(&mut p, 4242);
+        assert_eq!(ev.container.as_ref().unwrap().runtime, "containerd");
+        let o = ev.orchestrator.as_ref().expect("orchestrator");
+        assert_eq!(o.orchestrator_type, "kubernetes");
+        assert!(o.resource.id.is_some());
+    }
+
+    #[test]
+    fn host_fixture_is_not_a_container() {
+        let mut p = fixture_pipeline("host");
+        let ev = exec(&mut p, 1234);
+        assert!(ev.container.is_none());
+        assert!(ev.process.entry_leader.is_none());
+        assert!(ev.execsentry.args_complete);
+    }
+
+    #[test]
+    fn fork_then_exec_names_the_forking_parent() {
+        let mut p = fixture_pipeline("host");
+        p.scan();
+        // 1234 forks 1300, which execs but is already gone from /proc.
+        p.on_kernel(
+            KernelEvent::Fork {
+                parent_pid: 1234,
+                parent_tgid: 1234,
+                child_pid: 1300,
+                child_tgid: 1300,
+            },
+            0,
+        );
+        let ev = exec(&mut p, 1300);
+        assert_eq!(ev.process.parent.pid, 1234);
+        assert_eq!(ev.process.parent.name, "bash");
+        assert!(!ev.execsentry.args_complete, "vanished: partial event");
+        assert_eq!(p.counters.partial_events, 1);
+        assert_eq!(p.counters.forks, 1);
+    }
+
+    #[test]
+    fn threads_do_not_enter_the_table() {
+        let mut p = fixture_pipeline("host");
+        p.scan();
+        let before = p.table.stats().live;
+        p.on_kernel(
+            KernelEvent::Fork {
+                parent_pid: 1234,
+                parent_tgid: 1234,
+                child_pid: 1301,
+                child_tgid: 1234,
+            },
+            0,
+        );
+        p.on_kernel(
+            KernelEvent::Exit {
+                pid: 1301,
+                tgid: 1234,
+                exit_code: 0,
+                exit_signal: u32::MAX,
+                parent_pid: 0,
+                parent_tgid: 0,
+            },
+            0,
+        );
+        assert_eq!(p.table.stats().live, before);
+        assert!(p.table.live(1234).is_some());
+    }
 }

@@ -338,7 +338,7 @@ fn errors_name_file_line_and_column() {
     let syntax = "[rule]\nid = \"x\"\nname = \"x\"\nquery = 'process where process.name =='\n";
     assert_eq!(
         set(&[("s.toml", syntax)]).unwrap_err(),
-        "s.toml:4:38: expected a value (string, number, true, false or null)"
+        "s.toml:4:39: expected a value (string, number, true, false or null)"
     );
     let category = "[rule]\nid = \"x\"\nname = \"x\"\nquery = 'network where true'\n";
     assert!(
@@ -361,7 +361,7 @@ fn errors_name_file_line_and_column() {
     let score_typo = "[rule]\nid = \"x\"\nname = \"x\"\nthreshold = 1\nquery = 'process where true'\n[[rule.score]]\nwhen = 'process.pid > \"1\"'\nadd = 1\n";
     assert_eq!(
         set(&[("p.toml", score_typo)]).unwrap_err(),
-        "p.toml:7:22: process.pid is a number; expected a number here"
+        "p.toml:7:23: <, <=, >, >= compare with a number"
     );
     // Several errors are all reported.
     let two = set(&[("a.toml", typo), ("b.toml", category)]).unwrap_err();
@@ -511,6 +511,14 @@ fn evaluation_meets_only_rules_that_can_match_and_is_fast_enough() {
         exec(&["curl", "-k", "https://n:10250/pods"], true),
     ];
     let mut out = Vec::with_capacity(16);
+    for e in &events {
+        let t = std::time::Instant::now();
+        for _ in 0..2000 {
+            out.clear();
+            rs.evaluate(e, &mut out);
+        }
+        eprintln!("{:?}: {:?}", e.process.command_line, t.elapsed() / 2000);
+    }
     let n = 20_000;
     let t = std::time::Instant::now();
     for i in 0..n {

@@ -603,6 +603,7 @@ fn rule(src: Src, t: &DeTable, at: usize, errs: &mut Vec<String>) -> Option<Rule
         None => None,
     };
     let mut scores = Vec::new();
+    let has_scores = get(t, "score").is_some();
     if let Some(v) = get(t, "score") {
         match tables(src, v, "rule.score") {
             Err(e) => errs.push(e),
@@ -630,9 +631,9 @@ fn rule(src: Src, t: &DeTable, at: usize, errs: &mut Vec<String>) -> Option<Rule
             }
         }
     }
-    match (scores.is_empty(), threshold.is_some()) {
-        (false, false) => errs.push(src.err(at, "[[rule.score]] needs `threshold` in [rule]")),
-        (true, true) => errs.push(src.err(at, "`threshold` needs at least one [[rule.score]]")),
+    match (has_scores, get(t, "threshold").is_some()) {
+        (true, false) => errs.push(src.err(at, "[[rule.score]] needs `threshold` in [rule]")),
+        (false, true) => errs.push(src.err(at, "`threshold` needs at least one [[rule.score]]")),
         _ => {}
     }
     let exceptions = get(t, "exception")

@@ -81,9 +81,29 @@ pub fn contains(hay: &str, lit: &str, ci: bool) -> bool {
     if !ci {
         return hay.contains(lit);
     }
-    hay.char_indices()
-        .any(|(i, _)| match_at(hay, i, lit, true).is_some())
-        || lit.is_empty()
+    find_ci(hay, lit, 0).is_some()
+}
+
+/// Byte offset of the first case-insensitive occurrence of the folded `lit`
+/// in `hay` at or after `from` (a char boundary). ASCII literals, the common
+/// case, are found by a byte scan.
+fn find_ci(hay: &str, lit: &str, from: usize) -> Option<usize> {
+    if lit.is_empty() {
+        return Some(from);
+    }
+    if lit.is_ascii() {
+        let (h, n) = (hay.as_bytes(), lit.as_bytes());
+        let first = n[0];
+        let last_start = h.len().checked_sub(n.len())?;
+        // An ASCII byte never occurs inside a multi-byte char, so any hit
+        // is on a char boundary.
+        return (from..=last_start)
+            .find(|&i| h[i].to_ascii_lowercase() == first && h[i..i + n.len()].eq_ignore_ascii_case(n));
+    }
+    hay.get(from..)?
+        .char_indices()
+        .map(|(i, _)| from + i)
+        .find(|&i| match_at(hay, i, lit, true).is_some())
 }
 
 /// KQL `has` as issue 4 fixes it: the folded `term` occurs case-insensitively
@@ -96,7 +116,9 @@ pub fn has_term(hay: &str, term: &str) -> bool {
     };
     let check_start = first.is_alphanumeric();
     let check_end = last.is_alphanumeric();
-    for (i, _) in hay.char_indices() {
+    let mut from = 0;
+    while let Some(i) = find_ci(hay, term, from) {
+        from = i + hay[i..].chars().next().map_or(1, char::len_utf8);
         let Some(end) = match_at(hay, i, term, true) else {
             continue;
         };
@@ -130,6 +152,17 @@ enum P {
 pub struct Wildcard {
     parts: Box<[P]>,
     ci: bool,
+    /// Patterns of the form `lit`, `lit*`, `*lit`, `*lit*` (the usual ones)
+    /// skip the general matcher.
+    fast: Option<(Shape, Box<str>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Shape {
+    Exact,
+    Prefix,
+    Suffix,
+    Contains,
 }
 
 impl Wildcard {
@@ -147,9 +180,24 @@ impl Wildcard {
                 parts.push(p);
             }
         }
+        let lits: String = parts.iter().filter_map(|p| if let P::Lit(c) = p { Some(*c) } else { None }).collect();
+        let stars = parts.iter().filter(|p| **p == P::Star).count();
+        let lead = parts.first() == Some(&P::Star);
+        let trail = parts.len() > 1 && parts.last() == Some(&P::Star);
+        let fast = if parts.contains(&P::Any) || stars != usize::from(lead) + usize::from(trail) {
+            None
+        } else {
+            Some(match (lead, trail) {
+                (false, false) => Shape::Exact,
+                (false, true) => Shape::Prefix,
+                (true, false) => Shape::Suffix,
+                (true, true) => Shape::Contains,
+            })
+        };
         Wildcard {
             parts: parts.into_boxed_slice(),
             ci,
+            fast: fast.map(|f| (f, lits.into_boxed_str())),
         }
     }
 
@@ -158,6 +206,16 @@ impl Wildcard {
     }
 
     pub fn is_match(&self, hay: &str) -> bool {
+        if let Some((shape, lit)) = &self.fast {
+            let ci = self.ci;
+            return match shape {
+                Shape::Exact if ci => eq_ci(hay, lit),
+                Shape::Exact => hay == &**lit,
+                Shape::Prefix => starts_with(hay, lit, ci),
+                Shape::Suffix => ends_with(hay, lit, ci),
+                Shape::Contains => contains(hay, lit, ci),
+            };
+        }
         let p = &self.parts;
         let (mut pi, mut h) = (0usize, 0usize);
         let mut star: Option<(usize, usize)> = None;
@@ -232,6 +290,14 @@ mod tests {
         assert!(w.is_match("aéc d"));
         assert!(!w.is_match("ac d"));
         assert!(Wildcard::new("*", false).is_match(""));
+        assert!(Wildcard::new("**", true).is_match("x"));
+        assert!(Wildcard::new("*:10250/RUN/*", true).is_match("https://n:10250/run/a"));
+        assert!(!Wildcard::new("*:10250/run/*", true).is_match("https://n:10250/run"));
+        assert!(Wildcard::new("*.sock", true).is_match("/x/Docker.SOCK"));
+        assert!(Wildcard::new("/tmp/*", false).is_match("/tmp/x"));
+        assert!(!Wildcard::new("/tmp/*", false).is_match("/TMP/x"));
+        assert!(Wildcard::new("a*b", false).is_match("axxb"));
+        assert!(!Wildcard::new("a*b", false).is_match("axxbc"));
         assert!(!Wildcard::new("*a*a*a*a*b", false).is_match(&"a".repeat(200)));
     }
 

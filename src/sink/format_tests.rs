@@ -205,13 +205,8 @@ fn cef_keys(ext: &str) -> Vec<String> {
 #[test]
 fn cef_shape_and_hostile() {
     let f = fmt(Format::Cef, Payload::Message);
-    let expected = cef_keys(
-        &cef_body(&alert("x"))
-            .splitn(8, '|')
-            .nth(7)
-            .unwrap()
-            .to_string(),
-    );
+    let body = cef_body(&alert("x"));
+    let expected = cef_keys(body.splitn(8, '|').nth(7).unwrap());
     assert!(expected.contains(&"cs3".to_string()));
     for h in HOSTILE {
         let m = String::from_utf8(f.format(&alert(h))).unwrap();

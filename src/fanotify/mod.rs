@@ -1,0 +1,839 @@
+//! Complete argv for every exec: a fanotify group with `FAN_OPEN_EXEC_PERM`
+//! marks on every exec-capable filesystem, exposed to the daemon's mio loop.
+//!
+//! A permission event arrives while the exec'ing task is parked inside
+//! `execve`, before its old image is replaced: [`remote`] reads its
+//! `/proc/<pid>/syscall` and, through the pointers there, the `filename` and
+//! `argv` it passed. The event is answered right after that (the kernel
+//! holds the exec until then), before anything else is done with it. The
+//! [`watchdog`] thread answers whatever the loop leaves unanswered for a few
+//! milliseconds. [`mounts`] decides which filesystems to mark.
+//!
+//! Safety of the host: closing the group fd (drop, or the process dying,
+//! SIGKILL included) makes the kernel allow every pending event and drop the
+//! marks. The one way to hang the host is a *child* that inherited the group
+//! fd across `fork` and then blocks in its own exec before `FAN_CLOEXEC`
+//! applies: the process holding a capture must not fork/exec.
+
+pub mod mounts;
+pub mod remote;
+pub mod watchdog;
+
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::time::Instant;
+
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
+use thiserror::Error;
+
+use remote::{ExecCall, ProcessMem, SyscallState};
+use watchdog::{Claim, SLOTS, Watchdog};
+
+/// Limits and policy of a capture.
+#[derive(Debug, Clone, Copy)]
+pub struct CaptureOptions {
+    /// Most argv bytes kept (NULs included); more sets `truncated`.
+    pub max_args_bytes: usize,
+    /// Most arguments kept; more sets `truncated`.
+    pub max_args: usize,
+    /// Only with `enforce` is `decide` consulted and `FAN_DENY` possible.
+    pub enforce: bool,
+}
+
+/// One exec seen at permission time, before the new image replaces the old
+/// one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecCapture {
+    /// Thread-group id of the exec'ing task, as the proc connector's exec
+    /// event will report it once the exec completes.
+    pub pid: u32,
+    /// NUL-separated, like `/proc/<pid>/cmdline`. Empty when not read (see
+    /// `args_read`) or when execve got an empty argv.
+    pub argv: Vec<u8>,
+    pub truncated: bool,
+    /// Where the event fd points (`/proc/self/fd/N`): the exact file opened
+    /// for exec, ` (deleted)` suffix and `/memfd:...` names included.
+    pub executable: Vec<u8>,
+    /// execve's path argument, as given (relative, empty for
+    /// `execveat(fd, "", AT_EMPTY_PATH)` / `fexecve`).
+    pub filename: Vec<u8>,
+    /// A script's `#!` interpreter, read from the executable's first line.
+    pub interpreter: Option<Vec<u8>>,
+    /// The system call the task was in (59 execve, 322 execveat on x86_64);
+    /// 0 if it could not be read.
+    pub syscall: u32,
+    /// Whether argv and filename come from the task's memory. False when the
+    /// task could not be read (pid outside our pid namespace, 32-bit task,
+    /// vanished): the daemon should keep the proc path for such an exec.
+    pub args_read: bool,
+    /// The answer the kernel got: `Deny` only if `decide` denied it (with
+    /// `enforce`) and the loop, not the watchdog, answered.
+    pub verdict: Verdict,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny,
+}
+
+/// Counters since open. `answered` counts the loop's own answers;
+/// `watchdog_answers` those the watchdog had to give (read but late, or
+/// never read by the loop).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FanotifyStats {
+    pub events: u64,
+    pub answered: u64,
+    pub denied: u64,
+    pub syscall_running_misses: u64,
+    pub argv_read_errors: u64,
+    pub watchdog_answers: u64,
+    pub marks: u64,
+    pub mark_errors: u64,
+    /// Loader/interpreter opens in the same execve.
+    pub extra_opens: u64,
+}
+
+/// Why a capture could not be opened; the message says what the kernel
+/// refused so `auto` mode can log why it fell back to the proc connector.
+#[derive(Debug, Error)]
+pub enum FanotifyError {
+    #[error("the kernel has no fanotify (CONFIG_FANOTIFY off): fanotify_init: {0}")]
+    NoFanotify(io::Error),
+    #[error(
+        "fanotify permission events need CAP_SYS_ADMIN in the initial user namespace \
+         ({op}: {source})"
+    )]
+    NeedsCapSysAdmin { op: &'static str, source: io::Error },
+    #[error(
+        "the kernel refused FAN_OPEN_EXEC_PERM/FAN_MARK_FILESYSTEM (kernel older than 5.0, \
+         or CONFIG_FANOTIFY_ACCESS_PERMISSIONS off): fanotify_mark: {0}"
+    )]
+    NoExecPermission(io::Error),
+    #[error("no exec-capable filesystem could be marked (last error: {0})")]
+    NothingMarked(io::Error),
+    #[error("fanotify: {op}: {source}")]
+    Io { op: &'static str, source: io::Error },
+}
+
+/// `struct fanotify_event_metadata` is 24 bytes; the kernel writes whole
+/// events only.
+const METADATA_LEN: usize = 24;
+const FANOTIFY_METADATA_VERSION: u8 = 3;
+/// How often a task still shown `running` is re-read before giving up.
+const RUNNING_RETRIES: u32 = 200;
+/// Threads of one process scanned for the one inside execve.
+const MAX_THREADS_SCANNED: usize = 64;
+/// Recent execs remembered for the per-execve dedup.
+const RECENT_MAX: usize = 4096;
+/// Answer latencies kept for percentiles.
+const LATENCY_SAMPLES: usize = 1 << 16;
+/// Bytes of a script's first line read for its interpreter.
+const SHEBANG_MAX: usize = 256;
+
+/// One event as read from the group fd. PURE decoding in [`parse_events`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawEvent {
+    pub mask: u64,
+    /// -1 (`FAN_NOFD`) for a queue overflow.
+    pub fd: i32,
+    pub pid: i32,
+}
+
+/// Decodes a read from a fanotify group fd. Stops at the first malformed or
+/// foreign-version record. PURE.
+pub fn parse_events(buf: &[u8]) -> impl Iterator<Item = RawEvent> + '_ {
+    let mut off = 0usize;
+    std::iter::from_fn(move || {
+        let b = buf.get(off..off + METADATA_LEN)?;
+        let event_len = u32::from_ne_bytes(b[0..4].try_into().ok()?) as usize;
+        if b[4] != FANOTIFY_METADATA_VERSION || event_len < METADATA_LEN {
+            return None;
+        }
+        let ev = RawEvent {
+            mask: u64::from_ne_bytes(b[8..16].try_into().ok()?),
+            fd: i32::from_ne_bytes(b[16..20].try_into().ok()?),
+            pid: i32::from_ne_bytes(b[20..24].try_into().ok()?),
+        };
+        off = off.checked_add(event_len)?;
+        Some(ev)
+    })
+}
+
+/// What identifies one execve of one task: the syscall and its pointers
+/// (unchanged while the loader and interpreter are opened) and the file
+/// first opened for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ExecKey {
+    nr: i64,
+    filename: u64,
+    argv: u64,
+    file: (u64, u64),
+}
+
+/// An event of the current batch between its answer and its push.
+struct InFlight {
+    fd: RawFd,
+    slot_word: u64,
+    capture: Option<ExecCapture>,
+}
+
+/// The fanotify exec-permission capture.
+pub struct FanotifyCapture {
+    // Field order matters: the watchdog (which writes to the group fd) is
+    // dropped before the group fd is closed. `Drop` also does it explicitly.
+    watchdog: Option<Watchdog>,
+    group: OwnedFd,
+    mountinfo: File,
+    opts: CaptureOptions,
+    stats: FanotifyStats,
+    marked: BTreeSet<(u32, u32)>,
+    recent: HashMap<u32, ExecKey>,
+    buf: Vec<u64>,
+    batch: Vec<InFlight>,
+    latencies_ns: Vec<u32>,
+    latency_next: usize,
+}
+
+impl FanotifyCapture {
+    /// `fanotify_init` + a mark on every exec-capable filesystem in
+    /// `/proc/self/mountinfo`, and starts the watchdog.
+    pub fn open(opts: CaptureOptions) -> Result<Self, FanotifyError> {
+        let mut c = Self::open_group(opts)?;
+        let wd = Watchdog::start(c.group.as_raw_fd()).map_err(|source| FanotifyError::Io {
+            op: "starting the watchdog thread",
+            source,
+        })?;
+        c.watchdog = Some(wd);
+        Ok(c)
+    }
+
+    /// Like [`open`](Self::open) without the watchdog. For tests that must
+    /// leave events unanswered (a sensor that hangs); never use it in the
+    /// daemon.
+    #[doc(hidden)]
+    pub fn open_unguarded(opts: CaptureOptions) -> Result<Self, FanotifyError> {
+        Self::open_group(opts)
+    }
+
+    fn open_group(opts: CaptureOptions) -> Result<Self, FanotifyError> {
+        let flags = libc::FAN_CLASS_CONTENT | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK;
+        let ev_flags = libc::O_RDONLY | libc::O_LARGEFILE | libc::O_CLOEXEC;
+        // SAFETY: plain system call; the result is checked.
+        let fd = unsafe { libc::fanotify_init(flags, ev_flags as libc::c_uint) };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::ENOSYS) => FanotifyError::NoFanotify(e),
+                Some(libc::EPERM) => FanotifyError::NeedsCapSysAdmin {
+                    op: "fanotify_init(FAN_CLASS_CONTENT)",
+                    source: e,
+                },
+                Some(libc::EINVAL) => FanotifyError::NoExecPermission(e),
+                _ => FanotifyError::Io {
+                    op: "fanotify_init",
+                    source: e,
+                },
+            });
+        }
+        // SAFETY: a fresh fd we own.
+        let group = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mountinfo = File::open("/proc/self/mountinfo").map_err(|source| FanotifyError::Io {
+            op: "open /proc/self/mountinfo",
+            source,
+        })?;
+        let mut c = FanotifyCapture {
+            watchdog: None,
+            group,
+            mountinfo,
+            opts,
+            stats: FanotifyStats::default(),
+            marked: BTreeSet::new(),
+            recent: HashMap::new(),
+            buf: vec![0u64; SLOTS * METADATA_LEN / 8],
+            batch: Vec::with_capacity(SLOTS),
+            latencies_ns: Vec::new(),
+            latency_next: 0,
+        };
+        let text = read_mountinfo("/proc/self/mountinfo").map_err(|source| FanotifyError::Io {
+            op: "read /proc/self/mountinfo",
+            source,
+        })?;
+        let mut last_err = None;
+        c.mark_targets(b"", &mounts::targets(&mounts::parse(&text)), &mut last_err);
+        if c.marked.is_empty() {
+            let e = last_err.unwrap_or_else(|| io::ErrorKind::NotFound.into());
+            return Err(match e.raw_os_error() {
+                Some(libc::EINVAL) => FanotifyError::NoExecPermission(e),
+                Some(libc::EPERM) => FanotifyError::NeedsCapSysAdmin {
+                    op: "fanotify_mark(FAN_MARK_FILESYSTEM)",
+                    source: e,
+                },
+                _ => FanotifyError::NothingMarked(e),
+            });
+        }
+        Ok(c)
+    }
+
+    /// Registers the group fd (readable) and the mountinfo fd (`POLLPRI`:
+    /// the mount table changed) with the two tokens given.
+    pub fn register(
+        &mut self,
+        registry: &Registry,
+        events: Token,
+        mounts: Token,
+    ) -> io::Result<()> {
+        registry.register(
+            &mut SourceFd(&self.group.as_raw_fd()),
+            events,
+            Interest::READABLE,
+        )?;
+        registry.register(
+            &mut SourceFd(&self.mountinfo.as_raw_fd()),
+            mounts,
+            Interest::PRIORITY,
+        )
+    }
+
+    /// Reads every pending event until `WouldBlock`. For each exec: reads
+    /// argv, answers (after `decide`, only consulted with `enforce`; it must
+    /// be cheap), and only then pushes the capture to `out`. Loader and
+    /// interpreter opens of an execve already captured are answered and
+    /// counted, not pushed.
+    pub fn drain(
+        &mut self,
+        decide: &mut dyn FnMut(&ExecCapture) -> Verdict,
+        out: &mut Vec<ExecCapture>,
+    ) {
+        if let Some(wd) = &self.watchdog {
+            wd.drain_started();
+        }
+        loop {
+            // SAFETY: reading into our own buffer of the given byte length.
+            let n = unsafe {
+                libc::read(
+                    self.group.as_raw_fd(),
+                    self.buf.as_mut_ptr().cast(),
+                    self.buf.len() * 8,
+                )
+            };
+            let n = match usize::try_from(n) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(_) => {
+                    let e = io::Error::last_os_error();
+                    match e.kind() {
+                        io::ErrorKind::Interrupted => continue,
+                        io::ErrorKind::WouldBlock => return,
+                        _ => {
+                            log::warn!("fanotify read: {e}");
+                            return;
+                        }
+                    }
+                }
+            };
+            let t_read = Instant::now();
+            let buf = std::mem::take(&mut self.buf);
+            let bytes = as_bytes(&buf, n);
+            let mut evs = [RawEvent {
+                mask: 0,
+                fd: -1,
+                pid: 0,
+            }; SLOTS];
+            let mut count = 0;
+            for ev in parse_events(bytes) {
+                if ev.fd < 0 {
+                    // FAN_NOFD: a queue overflow; nothing to answer.
+                    log::warn!("fanotify queue overflow");
+                } else if count < SLOTS {
+                    evs[count] = ev;
+                    count += 1;
+                }
+            }
+            let evs = &evs[..count];
+            self.buf = buf;
+            // Publish the whole batch to the watchdog before working on any
+            // of it: the last event waits for the others' argv reads.
+            self.batch.clear();
+            for (i, ev) in evs.iter().enumerate() {
+                let slot_word = match &mut self.watchdog {
+                    Some(wd) => wd.publish(i, ev.fd),
+                    None => 0,
+                };
+                self.batch.push(InFlight {
+                    fd: ev.fd,
+                    slot_word,
+                    capture: None,
+                });
+            }
+            // Phase 1: read, decide, answer. Nothing else.
+            for (i, ev) in evs.iter().enumerate() {
+                self.stats.events += 1;
+                let capture = self.inspect(ev);
+                let verdict = match &capture {
+                    Some(c) if self.opts.enforce && c.args_read => decide(c),
+                    _ => Verdict::Allow,
+                };
+                let given = self.answer(i, verdict);
+                let ns = u32::try_from(t_read.elapsed().as_nanos()).unwrap_or(u32::MAX);
+                self.record_latency(ns);
+                self.batch[i].capture = capture.map(|mut c| {
+                    c.verdict = given;
+                    c
+                });
+            }
+            // Phase 2: everything that can wait, then close the event fds.
+            for inflight in self.batch.drain(..) {
+                if let Some(mut c) = inflight.capture {
+                    // SAFETY: the event fd is open until the close below.
+                    let fd = unsafe { BorrowedFd::borrow_raw(inflight.fd) };
+                    c.interpreter = shebang(fd);
+                    out.push(c);
+                }
+                // SAFETY: the fd was installed for us by the read and the
+                // watchdog is done with it (`answer` released the slot).
+                drop(unsafe { OwnedFd::from_raw_fd(inflight.fd) });
+            }
+        }
+    }
+
+    /// Answers event `i` of the batch unless the watchdog did; returns what
+    /// the kernel got.
+    fn answer(&mut self, i: usize, verdict: Verdict) -> Verdict {
+        let InFlight { fd, slot_word, .. } = self.batch[i];
+        let ours = match &self.watchdog {
+            Some(wd) => wd.claim(i, slot_word) == Claim::Loop,
+            None => true,
+        };
+        let given = if ours {
+            let response = match verdict {
+                Verdict::Allow => libc::FAN_ALLOW,
+                Verdict::Deny => libc::FAN_DENY,
+            };
+            if watchdog::respond(self.group.as_raw_fd(), fd, response) {
+                self.stats.answered += 1;
+                if verdict == Verdict::Deny {
+                    self.stats.denied += 1;
+                }
+            } else {
+                log::debug!("fanotify response: {}", io::Error::last_os_error());
+            }
+            verdict
+        } else {
+            Verdict::Allow
+        };
+        if let Some(wd) = &self.watchdog {
+            wd.release(i, slot_word);
+        }
+        given
+    }
+
+    /// Reads what the parked task tells about its exec. `None` for an extra
+    /// open (loader, interpreter) of an execve already captured, or an event
+    /// from a task outside our pid namespace.
+    fn inspect(&mut self, ev: &RawEvent) -> Option<ExecCapture> {
+        let Ok(pid) = u32::try_from(ev.pid) else {
+            self.stats.argv_read_errors += 1;
+            return None;
+        };
+        if pid == 0 {
+            // The task is in a pid namespace we cannot see into.
+            self.stats.argv_read_errors += 1;
+            return None;
+        }
+        let file = file_id(ev.fd);
+        let (state, tid) = self.syscall_of(pid);
+        let call = state.and_then(remote::exec_call);
+        let mut cap = ExecCapture {
+            pid,
+            argv: Vec::new(),
+            truncated: false,
+            executable: Vec::new(),
+            filename: Vec::new(),
+            interpreter: None,
+            syscall: call.map_or(0, |c| u32::try_from(c.nr).unwrap_or(0)),
+            args_read: false,
+            verdict: Verdict::Allow,
+        };
+        if let Some(call) = call {
+            let key = ExecKey {
+                nr: call.nr,
+                filename: call.filename,
+                argv: call.argv,
+                file,
+            };
+            if let Some(prev) = self.recent.get(&pid) {
+                // Same execve (same pointers), another file: the loader or
+                // interpreter. The same file again is a new execve.
+                if prev.nr == key.nr
+                    && prev.filename == key.filename
+                    && prev.argv == key.argv
+                    && prev.file != key.file
+                {
+                    self.stats.extra_opens += 1;
+                    return None;
+                }
+            }
+            if self.recent.len() >= RECENT_MAX {
+                self.recent.clear();
+            }
+            self.recent.insert(pid, key);
+            self.read_args(tid, &call, &mut cap);
+        } else {
+            self.stats.argv_read_errors += 1;
+        }
+        cap.executable = fd_path(ev.fd);
+        Some(cap)
+    }
+
+    fn read_args(&mut self, tid: u32, call: &ExecCall, cap: &mut ExecCapture) {
+        let mut mem = ProcessMem::new(tid);
+        match remote::read_args(&mut mem, call, self.opts.max_args, self.opts.max_args_bytes) {
+            Ok(a) => {
+                cap.argv = a.argv;
+                cap.truncated = a.truncated;
+                cap.filename = a.filename;
+                cap.args_read = true;
+            }
+            Err(e) => {
+                self.stats.argv_read_errors += 1;
+                log::debug!("argv of {tid}: {e}");
+            }
+        }
+    }
+
+    /// `/proc/<pid>/syscall`, retried while the task is still `running`
+    /// (it has queued the event but not parked yet). When another thread
+    /// than the leader execs, the leader is not in execve: the threads are
+    /// scanned for the one that is. Returns the state and the task to read.
+    fn syscall_of(&mut self, pid: u32) -> (Option<SyscallState>, u32) {
+        let path = format!("/proc/{pid}/syscall");
+        let mut tries = 0;
+        let state = loop {
+            match read_small(&path)
+                .ok()
+                .and_then(|t| remote::parse_syscall(&t))
+            {
+                Some(SyscallState::Running) if tries < RUNNING_RETRIES => {
+                    tries += 1;
+                    if tries % 8 == 0 {
+                        std::thread::yield_now();
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
+                Some(SyscallState::Running) => {
+                    self.stats.syscall_running_misses += 1;
+                    break None;
+                }
+                other => break other,
+            }
+        };
+        if state.and_then(remote::exec_call).is_some() {
+            return (state, pid);
+        }
+        // Multi-threaded exec from a non-leader thread.
+        if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for ent in dir.flatten().take(MAX_THREADS_SCANNED) {
+                let name = ent.file_name();
+                let Some(tid) = std::str::from_utf8(name.as_bytes())
+                    .ok()
+                    .and_then(|s| s.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                if tid == pid {
+                    continue;
+                }
+                let p = format!("/proc/{pid}/task/{tid}/syscall");
+                let st = read_small(&p).ok().and_then(|t| remote::parse_syscall(&t));
+                if st.and_then(remote::exec_call).is_some() {
+                    return (st, tid);
+                }
+            }
+        }
+        (state, pid)
+    }
+
+    /// The mount table changed: marks exec-capable filesystems not marked
+    /// yet, and forgets those that are gone (the kernel drops their marks
+    /// with the superblock; a new one may reuse the device number).
+    pub fn remark(&mut self) {
+        let text = match read_mountinfo("/proc/self/mountinfo") {
+            Ok(t) => t,
+            Err(e) => {
+                log::warn!("re-reading /proc/self/mountinfo: {e}");
+                return;
+            }
+        };
+        let targets = mounts::targets(&mounts::parse(&text));
+        let live: BTreeSet<(u32, u32)> = mounts::parse(&text).iter().map(|m| m.dev).collect();
+        self.marked.retain(|d| live.contains(d));
+        let mut last = None;
+        self.mark_targets(b"", &targets, &mut last);
+    }
+
+    /// Marks the filesystems mounted in `pid`'s mount namespace (a container
+    /// started: its tmpfs mounts exist nowhere in ours), reached through
+    /// `/proc/<pid>/root`.
+    pub fn mark_mounts_of(&mut self, pid: u32) -> io::Result<()> {
+        let text = read_mountinfo(&format!("/proc/{pid}/mountinfo"))?;
+        let prefix = format!("/proc/{pid}/root");
+        let mut last = None;
+        self.mark_targets(
+            prefix.as_bytes(),
+            &mounts::targets(&mounts::parse(&text)),
+            &mut last,
+        );
+        Ok(())
+    }
+
+    fn mark_targets(
+        &mut self,
+        prefix: &[u8],
+        targets: &[mounts::Target],
+        last_err: &mut Option<io::Error>,
+    ) {
+        for t in targets {
+            if self.marked.contains(&t.dev) {
+                continue;
+            }
+            // Prefer a mount point that really shows this superblock (the
+            // first may be over-mounted); else try them all in order.
+            let mut paths: Vec<Vec<u8>> = t
+                .mounts
+                .iter()
+                .map(|(_, mp)| [prefix, mp.as_slice()].concat())
+                .collect();
+            paths.sort_by_key(|p| dev_of(p) != Some(t.dev));
+            for p in paths {
+                match self.mark(&p) {
+                    Ok(()) => {
+                        self.stats.marks += 1;
+                        self.marked.insert(t.dev);
+                        log::debug!(
+                            "fanotify: marked {} ({})",
+                            String::from_utf8_lossy(&p),
+                            String::from_utf8_lossy(&t.fstype)
+                        );
+                        break;
+                    }
+                    Err(e) => {
+                        self.stats.mark_errors += 1;
+                        log::debug!("fanotify_mark {}: {e}", String::from_utf8_lossy(&p));
+                        *last_err = Some(e);
+                    }
+                }
+            }
+        }
+    }
+
+    fn mark(&self, path: &[u8]) -> io::Result<()> {
+        let c = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: valid fd and NUL-terminated path.
+        let r = unsafe {
+            libc::fanotify_mark(
+                self.group.as_raw_fd(),
+                libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM,
+                libc::FAN_OPEN_EXEC_PERM,
+                libc::AT_FDCWD,
+                c.as_ptr(),
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn stats(&self) -> FanotifyStats {
+        let mut s = self.stats;
+        if let Some(wd) = &self.watchdog {
+            s.watchdog_answers = wd.answers() + wd.takeover_answers();
+        }
+        s
+    }
+
+    /// Time from reading an event to answering it, (p50, p99) in µs over
+    /// the last 65 536 events; `None` before any event.
+    pub fn answer_latency_us(&self) -> Option<(f64, f64)> {
+        if self.latencies_ns.is_empty() {
+            return None;
+        }
+        let mut v = self.latencies_ns.clone();
+        v.sort_unstable();
+        let at = |q: f64| {
+            let i = ((v.len() - 1) as f64 * q).round() as usize;
+            f64::from(v[i.min(v.len() - 1)]) / 1000.0
+        };
+        Some((at(0.5), at(0.99)))
+    }
+
+    fn record_latency(&mut self, ns: u32) {
+        if self.latencies_ns.len() < LATENCY_SAMPLES {
+            self.latencies_ns.push(ns);
+        } else {
+            self.latencies_ns[self.latency_next] = ns;
+            self.latency_next = (self.latency_next + 1) % LATENCY_SAMPLES;
+        }
+    }
+}
+
+impl Drop for FanotifyCapture {
+    fn drop(&mut self) {
+        // Stop the watchdog first: it writes to the group fd by number.
+        // Closing the group fd then makes the kernel allow every pending
+        // event and remove our marks.
+        self.watchdog.take();
+    }
+}
+
+impl AsRawFd for FanotifyCapture {
+    fn as_raw_fd(&self) -> RawFd {
+        self.group.as_raw_fd()
+    }
+}
+
+impl AsFd for FanotifyCapture {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.group.as_fd()
+    }
+}
+
+fn as_bytes(buf: &[u64], n: usize) -> &[u8] {
+    // SAFETY: u64 has no padding; any byte is a valid u8.
+    let all = unsafe {
+        std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), std::mem::size_of_val(buf))
+    };
+    &all[..n.min(all.len())]
+}
+
+fn read_small(path: &str) -> io::Result<Vec<u8>> {
+    let mut f = File::open(path)?;
+    let mut buf = Vec::with_capacity(256);
+    f.by_ref().take(4096).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+fn read_mountinfo(path: &str) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(16 * 1024);
+    // Bounded: a mount table of tens of thousands of lines still fits.
+    File::open(path)?.take(16 << 20).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// `(st_dev, st_ino)` of an event fd; zeros if fstat fails.
+fn file_id(fd: RawFd) -> (u64, u64) {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a stat on success.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        return (0, 0);
+    }
+    // SAFETY: initialized by the successful fstat.
+    let st = unsafe { st.assume_init() };
+    (st.st_dev, st.st_ino)
+}
+
+fn dev_of(path: &[u8]) -> Option<(u32, u32)> {
+    let c = CString::new(path).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: valid path; stat writes on success.
+    if unsafe { libc::stat(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: initialized by the successful stat.
+    let st = unsafe { st.assume_init() };
+    Some((libc::major(st.st_dev), libc::minor(st.st_dev)))
+}
+
+/// Target of `/proc/self/fd/<fd>` as bytes.
+fn fd_path(fd: RawFd) -> Vec<u8> {
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .map(|p| p.into_os_string().into_encoded_bytes())
+        .unwrap_or_default()
+}
+
+/// The interpreter of a `#!` script, from its first bytes. The kernel
+/// (binfmt_script) reads the same line right after our answer.
+fn shebang(fd: BorrowedFd<'_>) -> Option<Vec<u8>> {
+    // Borrow the fd as a File without taking ownership of it.
+    let f = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(fd.as_raw_fd()) });
+    let mut head = [0u8; SHEBANG_MAX];
+    let n = f.read_at(&mut head, 0).ok()?;
+    parse_shebang(&head[..n])
+}
+
+/// `#!  /bin/sh -e\n` → `/bin/sh`. PURE.
+pub fn parse_shebang(head: &[u8]) -> Option<Vec<u8>> {
+    let rest = head.strip_prefix(b"#!")?;
+    let line = rest.split(|&c| c == b'\n').next()?;
+    let path = line
+        .split(|&c| c == b' ' || c == b'\t')
+        .find(|f| !f.is_empty())?;
+    Some(path.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(mask: u64, fd: i32, pid: i32) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&(METADATA_LEN as u32).to_ne_bytes());
+        b.push(FANOTIFY_METADATA_VERSION);
+        b.push(0);
+        b.extend_from_slice(&(METADATA_LEN as u16).to_ne_bytes());
+        b.extend_from_slice(&mask.to_ne_bytes());
+        b.extend_from_slice(&fd.to_ne_bytes());
+        b.extend_from_slice(&pid.to_ne_bytes());
+        b
+    }
+
+    #[test]
+    fn decodes_event_records() {
+        let mut buf = meta(0x40000, 7, 1234);
+        buf.extend(meta(0x40000, 8, 99));
+        buf.extend_from_slice(&[1, 2, 3]); // a partial trailing record
+        let evs: Vec<_> = parse_events(&buf).collect();
+        assert_eq!(
+            evs,
+            [
+                RawEvent {
+                    mask: 0x40000,
+                    fd: 7,
+                    pid: 1234
+                },
+                RawEvent {
+                    mask: 0x40000,
+                    fd: 8,
+                    pid: 99
+                },
+            ]
+        );
+        let mut bad = meta(0x40000, 7, 1);
+        bad[4] = 2; // another metadata version
+        assert_eq!(parse_events(&bad).count(), 0);
+        let mut short = meta(0x40000, 7, 1);
+        short[0] = 4; // event_len below the metadata size
+        assert_eq!(parse_events(&short).count(), 0);
+    }
+
+    #[test]
+    fn shebang_lines() {
+        assert_eq!(parse_shebang(b"#!/bin/sh\necho"), Some(b"/bin/sh".to_vec()));
+        assert_eq!(
+            parse_shebang(b"#!  /usr/bin/env python3 -u\n"),
+            Some(b"/usr/bin/env".to_vec())
+        );
+        assert_eq!(parse_shebang(b"#!\t/bin/bash"), Some(b"/bin/bash".to_vec()));
+        assert_eq!(parse_shebang(b"\x7fELF"), None);
+        assert_eq!(parse_shebang(b"#!\n"), None);
+    }
+}

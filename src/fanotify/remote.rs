@@ -1,0 +1,460 @@
+//! Reading an exec's arguments out of the task that is blocked inside
+//! `execve`: the PURE parser of `/proc/<pid>/syscall`, the PURE argv walker
+//! over a [`RemoteMem`], and the two real readers (`process_vm_readv`, with
+//! `/proc/<pid>/mem` as the fallback).
+//!
+//! While a permission event is pending the task still runs on its old
+//! address space, so the `filename` and `argv` pointers it passed to the
+//! kernel are valid there. Everything read is untrusted bytes and every read
+//! is bounded: at most `max_args` pointers and `max_bytes` of strings, with
+//! remote reads split at page boundaries so one bad page never costs more
+//! than the argument it holds.
+
+use std::fs::File;
+use std::io::{self, IoSliceMut};
+use std::os::unix::fs::FileExt;
+
+use nix::sys::uio::{RemoteIoVec, process_vm_readv};
+use nix::unistd::Pid;
+
+/// `execve` and `execveat` numbers of the native ABI. 32-bit compat tasks
+/// use other numbers and 4-byte pointers; they are reported without argv.
+#[cfg(target_arch = "x86_64")]
+pub const SYS_EXECVE: i64 = 59;
+#[cfg(target_arch = "x86_64")]
+pub const SYS_EXECVEAT: i64 = 322;
+#[cfg(target_arch = "aarch64")]
+pub const SYS_EXECVE: i64 = 221;
+#[cfg(target_arch = "aarch64")]
+pub const SYS_EXECVEAT: i64 = 281;
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+pub const SYS_EXECVE: i64 = -2;
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+pub const SYS_EXECVEAT: i64 = -3;
+
+const PAGE: u64 = 4096;
+const PTR: usize = std::mem::size_of::<u64>();
+/// Longest filename read (PATH_MAX).
+pub const MAX_FILENAME: usize = 4096;
+
+/// What `/proc/<pid>/syscall` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyscallState {
+    /// The task is on a CPU: no stable answer yet.
+    Running,
+    /// Blocked, but not in a system call (`-1 sp pc`).
+    NotInSyscall,
+    /// Blocked in system call `nr` with these six arguments.
+    In { nr: i64, args: [u64; 6] },
+}
+
+/// Parses `/proc/<pid>/syscall`: `running`, `-1 0xsp 0xpc`, or
+/// `nr 0xa0 0xa1 0xa2 0xa3 0xa4 0xa5 0xsp 0xpc`. PURE.
+pub fn parse_syscall(text: &[u8]) -> Option<SyscallState> {
+    let text = text.strip_suffix(b"\n").unwrap_or(text);
+    if text == b"running" {
+        return Some(SyscallState::Running);
+    }
+    let mut it = text.split(|&c| c == b' ');
+    let nr: i64 = std::str::from_utf8(it.next()?).ok()?.parse().ok()?;
+    if nr < 0 {
+        return Some(SyscallState::NotInSyscall);
+    }
+    let mut args = [0u64; 6];
+    for a in &mut args {
+        let f = it.next()?.strip_prefix(b"0x")?;
+        *a = u64::from_str_radix(std::str::from_utf8(f).ok()?, 16).ok()?;
+    }
+    Some(SyscallState::In { nr, args })
+}
+
+/// The pointers of an exec system call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecCall {
+    pub nr: i64,
+    pub filename: u64,
+    pub argv: u64,
+    /// `execveat` only: the directory fd and flags (`AT_EMPTY_PATH` for
+    /// `fexecve` and runc's memfd).
+    pub dirfd: i64,
+    pub flags: u64,
+}
+
+/// `Some` when the task sits in `execve`/`execveat`. PURE.
+pub fn exec_call(state: SyscallState) -> Option<ExecCall> {
+    let SyscallState::In { nr, args } = state else {
+        return None;
+    };
+    if nr == SYS_EXECVE {
+        Some(ExecCall {
+            nr,
+            filename: args[0],
+            argv: args[1],
+            dirfd: i64::from(libc::AT_FDCWD),
+            flags: 0,
+        })
+    } else if nr == SYS_EXECVEAT {
+        Some(ExecCall {
+            nr,
+            // The fd is an int: sign-extend its low 32 bits.
+            dirfd: i64::from(args[0] as u32 as i32),
+            filename: args[1],
+            argv: args[2],
+            flags: args[4],
+        })
+    } else {
+        None
+    }
+}
+
+/// Another task's memory. `read` fills a prefix of `buf` and returns its
+/// length; a short read means the next byte is not readable.
+pub trait RemoteMem {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+/// Arguments read from a remote task.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteArgs {
+    /// NUL-terminated strings, as in `/proc/<pid>/cmdline`.
+    pub argv: Vec<u8>,
+    pub truncated: bool,
+    pub filename: Vec<u8>,
+}
+
+/// Reads `filename` and `argv` through `mem`, bounded by `max_args`
+/// pointers and `max_bytes` of argv text (NULs included). PURE over `mem`.
+pub fn read_args(
+    mem: &mut dyn RemoteMem,
+    call: &ExecCall,
+    max_args: usize,
+    max_bytes: usize,
+) -> io::Result<RemoteArgs> {
+    let mut out = RemoteArgs::default();
+    if call.filename != 0 {
+        let (name, _) = read_cstr(mem, call.filename, MAX_FILENAME)?;
+        out.filename = name;
+    }
+    // argv == NULL is legal (the kernel then passes an empty argv[0]).
+    if call.argv == 0 {
+        return Ok(out);
+    }
+    // One read for the pointer array, plus one to see its terminator.
+    let mut raw = vec![0u8; (max_args + 1) * PTR];
+    let got = read_full(mem, call.argv, &mut raw)?;
+    let ptrs: Vec<u64> = raw[..got - got % PTR]
+        .chunks_exact(PTR)
+        .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or([0; PTR])))
+        .take_while(|&p| p != 0)
+        .collect();
+    let terminated = ptrs.len() * PTR < got - got % PTR;
+    if ptrs.len() > max_args || (!terminated && got < raw.len()) {
+        // More pointers than allowed, or the array ran into an unreadable page.
+        out.truncated = true;
+    }
+    if !terminated && got < raw.len() && ptrs.is_empty() {
+        return Err(io::Error::from_raw_os_error(libc::EFAULT));
+    }
+    for &p in ptrs.iter().take(max_args) {
+        let left = max_bytes.saturating_sub(out.argv.len());
+        if left == 0 {
+            out.truncated = true;
+            break;
+        }
+        // Room for the string and its NUL.
+        let (s, complete) = read_cstr(mem, p, left - 1)?;
+        out.argv.extend_from_slice(&s);
+        out.argv.push(0);
+        if !complete {
+            out.truncated = true;
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a C string of at most `max` bytes at `addr`; returns it and whether
+/// its NUL was seen. Reads page by page, so a long argument costs no more
+/// than its pages and a short one one read.
+fn read_cstr(mem: &mut dyn RemoteMem, addr: u64, max: usize) -> io::Result<(Vec<u8>, bool)> {
+    let mut out = Vec::new();
+    let mut at = addr;
+    let mut chunk = [0u8; PAGE as usize];
+    loop {
+        let want = usize::try_from(PAGE - at % PAGE)
+            .unwrap_or(PAGE as usize)
+            .min(max + 1 - out.len());
+        let got = mem.read(at, &mut chunk[..want])?;
+        if let Some(nul) = chunk[..got].iter().position(|&c| c == 0) {
+            out.extend_from_slice(&chunk[..nul]);
+            let complete = out.len() <= max;
+            out.truncate(max);
+            return Ok((out, complete));
+        }
+        out.extend_from_slice(&chunk[..got]);
+        if out.len() > max {
+            out.truncate(max);
+            return Ok((out, false));
+        }
+        if got < want {
+            if out.is_empty() {
+                return Err(io::Error::from_raw_os_error(libc::EFAULT));
+            }
+            return Ok((out, false));
+        }
+        at += got as u64;
+    }
+}
+
+/// Fills as much of `buf` as is readable, page by page.
+fn read_full(mem: &mut dyn RemoteMem, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let at = addr + done as u64;
+        let want = usize::try_from(PAGE - at % PAGE)
+            .unwrap_or(PAGE as usize)
+            .min(buf.len() - done);
+        let got = mem.read(at, &mut buf[done..done + want])?;
+        done += got;
+        if got < want {
+            break;
+        }
+    }
+    if done == 0 && !buf.is_empty() {
+        return Err(io::Error::from_raw_os_error(libc::EFAULT));
+    }
+    Ok(done)
+}
+
+/// `process_vm_readv` on a pid, falling back to `/proc/<pid>/mem` when the
+/// system call is refused (ENOSYS, or EPERM under a restrictive LSM).
+pub struct ProcessMem {
+    pid: u32,
+    mem: Option<File>,
+    use_mem: bool,
+}
+
+impl ProcessMem {
+    pub fn new(pid: u32) -> Self {
+        ProcessMem {
+            pid,
+            mem: None,
+            use_mem: false,
+        }
+    }
+
+    fn read_mem_file(&mut self, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
+        if self.mem.is_none() {
+            self.mem = Some(File::open(format!("/proc/{}/mem", self.pid))?);
+        }
+        let Some(f) = &self.mem else {
+            return Err(io::ErrorKind::NotFound.into());
+        };
+        match f.read_at(buf, addr) {
+            Ok(n) => Ok(n),
+            // An unmapped address reads as EIO: a short read of nothing.
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl RemoteMem for ProcessMem {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.use_mem {
+            return self.read_mem_file(addr, buf);
+        }
+        let Ok(pid) = i32::try_from(self.pid) else {
+            return Err(io::ErrorKind::InvalidInput.into());
+        };
+        let Ok(base) = usize::try_from(addr) else {
+            return Ok(0);
+        };
+        let remote = [RemoteIoVec {
+            base,
+            len: buf.len(),
+        }];
+        match process_vm_readv(Pid::from_raw(pid), &mut [IoSliceMut::new(buf)], &remote) {
+            Ok(n) => Ok(n),
+            Err(nix::errno::Errno::EFAULT) => Ok(0),
+            Err(nix::errno::Errno::ESRCH) => Err(io::ErrorKind::NotFound.into()),
+            Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::EPERM) => {
+                self.use_mem = true;
+                self.read_mem_file(addr, buf)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake address space: readable bytes from `base`, nothing else.
+    struct Fake {
+        base: u64,
+        bytes: Vec<u8>,
+        reads: usize,
+    }
+
+    impl RemoteMem for Fake {
+        fn read(&mut self, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
+            self.reads += 1;
+            let end = self.base + self.bytes.len() as u64;
+            if addr < self.base || addr >= end {
+                return Ok(0);
+            }
+            let off = (addr - self.base) as usize;
+            let n = buf.len().min(self.bytes.len() - off);
+            buf[..n].copy_from_slice(&self.bytes[off..off + n]);
+            Ok(n)
+        }
+    }
+
+    /// Lays out filename, strings and a NULL-terminated pointer array.
+    fn image(args: &[&[u8]]) -> (Fake, ExecCall) {
+        let base = 0x10_0000u64;
+        let mut bytes = b"/bin/true\0".to_vec();
+        let mut ptrs = Vec::new();
+        for a in args {
+            ptrs.push(base + bytes.len() as u64);
+            bytes.extend_from_slice(a);
+            bytes.push(0);
+        }
+        while bytes.len() % 8 != 0 {
+            bytes.push(0xaa);
+        }
+        let argv = base + bytes.len() as u64;
+        for p in ptrs {
+            bytes.extend_from_slice(&p.to_ne_bytes());
+        }
+        bytes.extend_from_slice(&0u64.to_ne_bytes());
+        let call = ExecCall {
+            nr: SYS_EXECVE,
+            filename: base,
+            argv,
+            dirfd: -100,
+            flags: 0,
+        };
+        (
+            Fake {
+                base,
+                bytes,
+                reads: 0,
+            },
+            call,
+        )
+    }
+
+    #[test]
+    fn syscall_lines() {
+        assert_eq!(parse_syscall(b"running\n"), Some(SyscallState::Running));
+        assert_eq!(
+            parse_syscall(b"-1 0x7ffd1 0x7f2\n"),
+            Some(SyscallState::NotInSyscall)
+        );
+        let st = parse_syscall(b"59 0x55d0a1 0x55d0b2 0x55d0c3 0x0 0x8 0x0 0x7ffc9d8 0x7f1e2c3\n")
+            .unwrap();
+        assert_eq!(
+            st,
+            SyscallState::In {
+                nr: 59,
+                args: [0x55d0a1, 0x55d0b2, 0x55d0c3, 0, 8, 0]
+            }
+        );
+        assert!(parse_syscall(b"").is_none());
+        assert!(parse_syscall(b"59 0x1 0x2").is_none());
+        assert!(parse_syscall(b"59 1 2 3 4 5 6 7 8").is_none());
+        assert!(parse_syscall(b"x 0x1").is_none());
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn exec_calls() {
+        let ve = exec_call(parse_syscall(b"59 0xa 0xb 0xc 0x0 0x0 0x0 0x1 0x2").unwrap()).unwrap();
+        assert_eq!((ve.filename, ve.argv, ve.dirfd), (0xa, 0xb, -100));
+        // execveat(memfd 3, "", argv, envp, AT_EMPTY_PATH)
+        let at =
+            exec_call(parse_syscall(b"322 0x3 0xb 0xc 0xd 0x1000 0x0 0x1 0x2").unwrap()).unwrap();
+        assert_eq!(
+            (at.dirfd, at.filename, at.argv, at.flags),
+            (3, 0xb, 0xc, 0x1000)
+        );
+        let neg = exec_call(parse_syscall(b"322 0xffffff9c 0xb 0xc 0xd 0x0 0x0 0x1 0x2").unwrap())
+            .unwrap();
+        assert_eq!(neg.dirfd, -100);
+        assert!(exec_call(parse_syscall(b"0 0x3 0xb 0xc 0xd 0x0 0x0 0x1 0x2").unwrap()).is_none());
+        assert!(exec_call(SyscallState::Running).is_none());
+    }
+
+    #[test]
+    fn reads_argv_and_filename() {
+        let (mut m, call) = image(&[b"true", b"--x", b"", b"a b"]);
+        let r = read_args(&mut m, &call, 64, 4096).unwrap();
+        assert_eq!(r.argv, b"true\0--x\0\0a b\0");
+        assert_eq!(r.filename, b"/bin/true");
+        assert!(!r.truncated);
+    }
+
+    #[test]
+    fn bounds_bytes_and_count() {
+        let (mut m, call) = image(&[b"aaaa", b"bbbb", b"cccc"]);
+        let r = read_args(&mut m, &call, 2, 4096).unwrap();
+        assert_eq!(r.argv, b"aaaa\0bbbb\0");
+        assert!(r.truncated);
+        let r = read_args(&mut m, &call, 64, 8).unwrap();
+        assert_eq!(r.argv, b"aaaa\0bb\0");
+        assert!(r.truncated);
+        let r = read_args(&mut m, &call, 64, 15).unwrap();
+        assert_eq!(r.argv, b"aaaa\0bbbb\0cccc\0");
+        assert!(!r.truncated);
+    }
+
+    #[test]
+    fn null_argv_and_bad_pointers() {
+        let (mut m, mut call) = image(&[b"x"]);
+        call.argv = 0;
+        let r = read_args(&mut m, &call, 64, 4096).unwrap();
+        assert!(r.argv.is_empty() && !r.truncated);
+        call.argv = 0xdead_0000;
+        assert!(read_args(&mut m, &call, 64, 4096).is_err());
+    }
+
+    #[test]
+    fn string_crossing_into_unmapped_memory_is_truncated() {
+        // The last string has no NUL before the end of the mapping.
+        let mut m = Fake {
+            base: 0x1000,
+            bytes: Vec::new(),
+            reads: 0,
+        };
+        let argv = 0x1000u64;
+        m.bytes.extend_from_slice(&(0x1010u64).to_ne_bytes());
+        m.bytes.extend_from_slice(&0u64.to_ne_bytes());
+        m.bytes.extend_from_slice(b"unterminated");
+        let call = ExecCall {
+            nr: SYS_EXECVE,
+            filename: 0,
+            argv,
+            dirfd: -100,
+            flags: 0,
+        };
+        let r = read_args(&mut m, &call, 64, 4096).unwrap();
+        assert_eq!(r.argv, b"unterminated\0");
+        assert!(r.truncated);
+    }
+
+    #[test]
+    fn long_argument_spans_pages() {
+        let long = vec![b'z'; 10_000];
+        let (mut m, call) = image(&[&long, b"end"]);
+        let r = read_args(&mut m, &call, 64, 1 << 20).unwrap();
+        assert_eq!(r.argv.len(), 10_000 + 1 + 4);
+        assert!(r.argv.ends_with(b"\0end\0"));
+        assert!(!r.truncated);
+    }
+}
