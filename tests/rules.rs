@@ -500,8 +500,19 @@ fn replay_reports_bad_lines_and_writes_alerts() {
     assert_eq!(stats.alerts, 0);
 }
 
+/// CPU time of this thread: wall time is meaningless on a loaded build host.
+fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 #[test]
-fn evaluation_meets_only_rules_that_can_match_and_is_fast_enough() {
+fn evaluation_is_fast_enough() {
     let rs = shipped();
     let events = [
         exec(&["kubectl", "exec", "-it", "web-0", "--", "sh"], true),
@@ -509,24 +520,55 @@ fn evaluation_meets_only_rules_that_can_match_and_is_fast_enough() {
         exec(&["/usr/bin/python3", "-m", "http.server"], true),
         exec(&["ctr", "-n", "k8s.io", "tasks", "exec", "x", "sh"], false),
         exec(&["curl", "-k", "https://n:10250/pods"], true),
+        exec(
+            &[
+                "/usr/lib/postgresql/16/bin/postgres",
+                "-D",
+                "/var/lib/postgresql/16/main",
+                "-c",
+                "config_file=/etc/postgresql/16/main/postgresql.conf",
+            ],
+            false,
+        ),
     ];
     let mut out = Vec::with_capacity(16);
-    for e in &events {
-        let t = std::time::Instant::now();
-        for _ in 0..2000 {
-            out.clear();
-            rs.evaluate(e, &mut out);
-        }
-        eprintln!("{:?}: {:?}", e.process.command_line, t.elapsed() / 2000);
-    }
-    let n = 20_000;
-    let t = std::time::Instant::now();
-    for i in 0..n {
+    let n = 30_000u32;
+    let t = thread_cpu();
+    for i in 0..n as usize {
         out.clear();
         rs.evaluate(&events[i % events.len()], &mut out);
     }
-    let per = t.elapsed() / n as u32;
-    eprintln!("rule evaluation: {per:?} per event ({} rules)", rs.len());
+    let per = (thread_cpu() - t) / n;
+    eprintln!(
+        "rule evaluation: {per:?} CPU per event, mixed set ({} rules)",
+        rs.len()
+    );
     // Generous bound: debug builds are slow; this only catches pathologies.
-    assert!(per < std::time::Duration::from_micros(200), "{per:?}");
+    // `cargo test --release --test rules evaluation -- --nocapture` prints the real figure.
+    assert!(per < std::time::Duration::from_micros(100), "{per:?}");
+}
+
+#[test]
+fn rule_test_cases_report_failures_and_bad_events() {
+    let rule = |tests: &str| format!("{BASE}{tests}");
+    let bad = rule("[[rule.test]]\nevent = { process = { nmae = \"kubectl\" } }\nexpect = true\n");
+    let err = set(&[("t.toml", &bad)]).unwrap_err();
+    assert!(
+        err.starts_with("t.toml:8:9: invalid test event: unknown field `nmae`"),
+        "{err}"
+    );
+    let cases = rule(concat!(
+        "[[rule.test]]\nname = \"fires\"\nevent = { process = { args = [\"kubectl\", \"get\"] } }\nexpect = true\n",
+        "[[rule.test]]\nevent = { process = { args = [\"ls\"] } }\nexpect = true\n",
+    ));
+    let rs = set(&[("t.toml", &cases)]).unwrap();
+    let out = rs.run_tests();
+    assert_eq!(out.len(), 2);
+    assert!(out[0].passed && out[0].name == "fires");
+    assert!(!out[1].passed);
+    assert_eq!(
+        (out[1].name.as_str(), out[1].detail.as_str()),
+        ("case 2", "expected an alert, got none")
+    );
+    assert_eq!(out[1].location, "t.toml:11:1");
 }

@@ -207,11 +207,16 @@ fn runc_with_cri_cgroup_path_is_containerd_with_pod() {
     let id = random_container_id();
     let cgroup = format!("/kubepods/besteffort/pod{pod}/{id}");
     let marker = unique_name("cri");
-    let c = RuncContainer::start(&cgroup, &[], &["sleep", "300", &marker]);
+    let c = RuncContainer::start(&cgroup, &[], &["sh", "-c", "sleep 300; true", &marker]);
     // The container's init is exec'd by runc: sleep lives, so it is caught.
-    let ev = s
-        .wait_for(|v| is_exec_with_arg(v, &marker), WAIT)
-        .unwrap_or_else(|| panic!("no event for runc init; stderr:\n{}", s.stderr()));
+    let mut s = s;
+    let Some(ev) = s.wait_for(|v| is_exec_with_arg(v, &marker), WAIT) else {
+        panic!(
+            "no event for runc init; exit {:?}, stderr:\n{}",
+            s.wait_exit(Duration::from_millis(100)),
+            s.stderr()
+        );
+    };
     assert_eq!(
         json_str(&ev, "container.runtime"),
         Some("containerd"),
@@ -239,7 +244,7 @@ fn runc_with_unknown_cgroup_path_is_still_a_container() {
     let s = sensor();
     let marker = unique_name("plain");
     let path = format!("/execsentry-test/{}", unique_name("grp"));
-    let _c = RuncContainer::start(&path, &[], &["sleep", "300", &marker]);
+    let _c = RuncContainer::start(&path, &[], &["sh", "-c", "sleep 300; true", &marker]);
     let ev = s
         .wait_for(|v| is_exec_with_arg(v, &marker), WAIT)
         .unwrap_or_else(|| panic!("no event; stderr:\n{}", s.stderr()));
@@ -290,7 +295,10 @@ fn without_cap_net_admin_it_works_or_fails_naming_the_capability() {
             assert!(s.stderr().contains("CAP_NET_ADMIN"), "{}", s.stderr());
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "neither ready nor failed: {err}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "neither ready nor failed: {err}"
+        );
     }
 }
 
@@ -302,8 +310,15 @@ fn self_check_fails_cleanly_outside_the_host_pid_namespace() {
         return;
     }
     let mut s = Sensor::spawn_cmd(&mut sensor_cmd(&["unshare", "--pid", "--fork", "--"]));
-    let status = s.wait_exit(WAIT).expect("the sensor must exit, not sit deaf");
-    assert_eq!(status.code(), Some(3), "setup failures exit 3: {}", s.stderr());
+    let status = s
+        .wait_exit(WAIT)
+        .expect("the sensor must exit, not sit deaf");
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "setup failures exit 3: {}",
+        s.stderr()
+    );
     let err = s.stderr();
     assert!(err.contains("namespace"), "stderr names the cause: {err}");
     assert!(!err.contains("ready"), "{err}");

@@ -126,8 +126,9 @@ pub enum FanotifyError {
 /// events only.
 const METADATA_LEN: usize = 24;
 const FANOTIFY_METADATA_VERSION: u8 = 3;
-/// How often a task still shown `running` is re-read before giving up.
-const RUNNING_RETRIES: u32 = 200;
+/// How long a task still shown `running` is re-read before giving up; well
+/// below the watchdog's deadline.
+const RUNNING_BUDGET: std::time::Duration = std::time::Duration::from_micros(1500);
 /// Threads of one process scanned for the one inside execve.
 const MAX_THREADS_SCANNED: usize = 64;
 /// Recent execs remembered for the per-execve dedup.
@@ -267,6 +268,7 @@ impl FanotifyCapture {
         })?;
         let mut last_err = None;
         c.mark_targets(b"", &mounts::targets(&mounts::parse(&text)), &mut last_err);
+        c.mark_memfd_filesystem();
         if c.marked.is_empty() {
             let e = last_err.unwrap_or_else(|| io::ErrorKind::NotFound.into());
             return Err(match e.raw_os_error() {
@@ -489,6 +491,18 @@ impl FanotifyCapture {
             self.stats.argv_read_errors += 1;
         }
         cap.executable = fd_path(ev.fd);
+        // execveat(fd, "", AT_EMPTY_PATH) (fexecve, runc's memfd): the file
+        // is the task's dirfd. Its filesystem may be unmarkable (memfds live
+        // on an internal mount), so the event may be the loader's.
+        if let Some(call) = call
+            && call.nr == remote::SYS_EXECVEAT
+            && call.flags & libc::AT_EMPTY_PATH as u64 != 0
+            && cap.args_read
+            && cap.filename.is_empty()
+            && let Ok(target) = std::fs::read_link(format!("/proc/{tid}/fd/{}", call.dirfd))
+        {
+            cap.executable = target.into_os_string().into_encoded_bytes();
+        }
         Some(cap)
     }
 
@@ -514,18 +528,24 @@ impl FanotifyCapture {
     /// scanned for the one that is. Returns the state and the task to read.
     fn syscall_of(&mut self, pid: u32) -> (Option<SyscallState>, u32) {
         let path = format!("/proc/{pid}/syscall");
-        let mut tries = 0;
+        let started = Instant::now();
+        let mut tries = 0u32;
         let state = loop {
             match read_small(&path)
                 .ok()
                 .and_then(|t| remote::parse_syscall(&t))
             {
-                Some(SyscallState::Running) if tries < RUNNING_RETRIES => {
+                Some(SyscallState::Running) if started.elapsed() < RUNNING_BUDGET => {
+                    // The task queued the event but has not parked yet. On a
+                    // small machine our wake-up often preempted it on its
+                    // CPU: spinning cannot help then, sleeping does.
                     tries += 1;
-                    if tries % 8 == 0 {
+                    if tries < 8 {
+                        std::hint::spin_loop();
+                    } else if tries < 16 {
                         std::thread::yield_now();
                     } else {
-                        std::hint::spin_loop();
+                        std::thread::sleep(std::time::Duration::from_micros(20));
                     }
                 }
                 Some(SyscallState::Running) => {
@@ -631,6 +651,37 @@ impl FanotifyCapture {
                     }
                 }
             }
+        }
+    }
+
+    /// `memfd_create` files live on the kernel's internal shmem mount, which
+    /// no mountinfo lists; runc and fileless malware exec them with
+    /// `execveat(fd, "", AT_EMPTY_PATH)`. Marking through a memfd of our own
+    /// (pathname NULL: the mark goes on `dirfd`'s filesystem) covers them.
+    fn mark_memfd_filesystem(&mut self) {
+        // SAFETY: plain system call with a static name; the result is checked.
+        let fd = unsafe { libc::memfd_create(c"execsentry-mark".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            log::debug!("memfd_create: {}", io::Error::last_os_error());
+            return;
+        }
+        // SAFETY: a fresh fd we own, closed at the end of this scope.
+        let memfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: valid fds; a NULL pathname means "dirfd itself".
+        let r = unsafe {
+            libc::fanotify_mark(
+                self.group.as_raw_fd(),
+                libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM,
+                libc::FAN_OPEN_EXEC_PERM,
+                memfd.as_raw_fd(),
+                std::ptr::null(),
+            )
+        };
+        if r < 0 {
+            self.stats.mark_errors += 1;
+            log::debug!("fanotify_mark(memfd): {}", io::Error::last_os_error());
+        } else {
+            self.stats.marks += 1;
         }
     }
 

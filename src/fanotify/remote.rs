@@ -325,7 +325,7 @@ mod tests {
             bytes.extend_from_slice(a);
             bytes.push(0);
         }
-        while bytes.len() % 8 != 0 {
+        while !bytes.len().is_multiple_of(8) {
             bytes.push(0xaa);
         }
         let argv = base + bytes.len() as u64;

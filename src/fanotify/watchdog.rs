@@ -138,10 +138,9 @@ impl Watchdog {
         // the two sees the other (both SeqCst).
         if self.shared.sleeping.load(Ordering::SeqCst)
             && self.shared.sleeping.swap(false, Ordering::SeqCst)
+            && let Some(t) = &self.thread
         {
-            if let Some(t) = &self.thread {
-                t.thread().unpark();
-            }
+            t.thread().unpark();
         }
         word
     }

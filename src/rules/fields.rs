@@ -122,7 +122,7 @@ pub fn lookup(name: &str) -> Option<usize> {
 pub fn suggest(name: &str) -> Option<&'static str> {
     FIELDS
         .iter()
-        .map(|f| (super::load::edit_distance(name, f.name), f.name))
+        .map(|f| (super::spans::edit_distance(name, f.name), f.name))
         .filter(|&(d, _)| d <= 3)
         .min_by_key(|&(d, _)| d)
         .map(|(_, n)| n)

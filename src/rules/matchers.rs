@@ -97,8 +97,9 @@ fn find_ci(hay: &str, lit: &str, from: usize) -> Option<usize> {
         let last_start = h.len().checked_sub(n.len())?;
         // An ASCII byte never occurs inside a multi-byte char, so any hit
         // is on a char boundary.
-        return (from..=last_start)
-            .find(|&i| h[i].to_ascii_lowercase() == first && h[i..i + n.len()].eq_ignore_ascii_case(n));
+        return (from..=last_start).find(|&i| {
+            h[i].to_ascii_lowercase() == first && h[i..i + n.len()].eq_ignore_ascii_case(n)
+        });
     }
     hay.get(from..)?
         .char_indices()
@@ -180,7 +181,10 @@ impl Wildcard {
                 parts.push(p);
             }
         }
-        let lits: String = parts.iter().filter_map(|p| if let P::Lit(c) = p { Some(*c) } else { None }).collect();
+        let lits: String = parts
+            .iter()
+            .filter_map(|p| if let P::Lit(c) = p { Some(*c) } else { None })
+            .collect();
         let stars = parts.iter().filter(|p| **p == P::Star).count();
         let lead = parts.first() == Some(&P::Star);
         let trail = parts.len() > 1 && parts.last() == Some(&P::Star);

@@ -25,6 +25,7 @@ mod lexer;
 mod load;
 mod matchers;
 mod parser;
+mod spans;
 mod testcase;
 
 use std::collections::HashMap;

@@ -19,7 +19,8 @@
 use serde_json::{Map, Value, json};
 use toml::de::{DeTable, DeValue};
 
-use super::load::{Src, TestCase};
+use super::load::TestCase;
+use super::spans::Src;
 
 fn to_json(v: &DeValue) -> Value {
     match v {
