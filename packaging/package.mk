@@ -64,9 +64,20 @@ deb: package-tools static docs
 	$(CARGO) deb --no-build --no-strip --target $(STATIC_TARGET) --output $(PKG_DIR)/execsentry_$(VERSION)-1_amd64.deb
 	@echo "deb: $(PKG_DIR)/execsentry_$(VERSION)-1_amd64.deb"
 
+# cargo-generate-rpm 0.14's manifest parser predates edition 2024, so it
+# reads a copy of Cargo.toml with the edition rewritten (the edition plays
+# no part in the package), in a directory whose rules/, packaging/ and
+# target/ point back at the real ones. xz, not the default zstd: rpm 4.11
+# (RHEL/CentOS 7) cannot unpack zstd payloads.
+RPM_SRC := target/packaging/rpm-src
 rpm: package-tools static docs
 	mkdir -p $(PKG_DIR)
-	$(CARGO) generate-rpm --target $(STATIC_TARGET) --output $(PKG_DIR)/execsentry-$(VERSION)-1.x86_64.rpm
+	rm -rf $(RPM_SRC) && mkdir -p $(RPM_SRC)
+	sed 's/^edition = "2024"$$/edition = "2021"/' Cargo.toml > $(RPM_SRC)/Cargo.toml
+	ln -s $(CURDIR)/rules $(CURDIR)/packaging $(RPM_SRC)/
+	ln -s $(CURDIR)/target $(RPM_SRC)/target
+	cd $(RPM_SRC) && $(CARGO) generate-rpm --target $(STATIC_TARGET) --target-dir $(CURDIR)/target \
+		--payload-compress xz --output $(CURDIR)/$(PKG_DIR)/execsentry-$(VERSION)-1.x86_64.rpm
 	@echo "rpm: $(PKG_DIR)/execsentry-$(VERSION)-1.x86_64.rpm"
 
 # A small build context instead of the repository (target/ is gigabytes).

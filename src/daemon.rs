@@ -2,6 +2,7 @@
 //! event loop that drives the [`Pipeline`] from the proc connector and feeds
 //! the outputs. Nothing in a handler blocks; timers set the poll timeout.
 
+use std::collections::HashSet;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -14,7 +15,9 @@ use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use crate::captures::PendingCaptures;
 use crate::config::Config;
+use crate::fanotify::{CaptureOptions, ExecCapture, FanotifyCapture, Verdict};
 use crate::enrich::{self, ProcReader};
 use crate::netlink::{self, ProcConnector, wire};
 use crate::pipeline::{Counters, ExecOutcome, Pipeline};
@@ -26,6 +29,15 @@ use crate::sink::Outputs;
 
 const NETLINK: Token = Token(0);
 const SIGNALS: Token = Token(1);
+const FANOTIFY: Token = Token(2);
+const MOUNTS: Token = Token(3);
+
+/// How long a fanotify capture waits for its proc-connector exec event
+/// before it is counted as unmatched (an exec that failed after the open).
+const CAPTURE_MAX_AGE_MS: u64 = 2_000;
+const CAPTURE_PENDING_MAX: usize = 16_384;
+/// Container ids whose mounts were already marked for fanotify.
+const MARKED_CONTAINERS_MAX: usize = 4_096;
 
 /// How long an exited process stays in the table for its children's events.
 const EXIT_GRACE_MS: u64 = 5_000;
@@ -85,11 +97,6 @@ fn apply_overrides(opts: &RunOptions) -> Config {
 
 pub fn run(opts: RunOptions) -> Result<()> {
     let cfg = apply_overrides(&opts);
-    if cfg.sensor.capture == "fanotify" {
-        bail!(SetupError(
-            "capture \"fanotify\" is not available in this build; use \"proc\" or \"auto\"".into()
-        ));
-    }
     let rules = load_rules(&cfg.sensor.rules)?;
     log::info!("loaded {} rules", rules.len());
 
@@ -128,19 +135,57 @@ pub fn run(opts: RunOptions) -> Result<()> {
         last_reported: Counters::default(),
         opts_config: opts.config_path.clone(),
         cli_rules: opts.cli_rules.clone(),
+        capture: None,
+        pending: PendingCaptures::new(CAPTURE_PENDING_MAX, CAPTURE_MAX_AGE_MS),
+        captured: Vec::new(),
+        marked_containers: HashSet::new(),
     };
     lp.self_check(&mut signals)?;
+    // After this point the sensor must never fork or exec: a child holding
+    // the fanotify fd that blocked in its own exec would hang the host.
+    lp.capture = open_capture(&cfg)?;
+    if let Some(c) = lp.capture.as_mut() {
+        c.register(lp.poll.registry(), FANOTIFY, MOUNTS)?;
+    }
+    let mode = if lp.capture.is_some() { "fanotify" } else { "proc" };
 
-    let kept = privilege::drop_capabilities().context("dropping capabilities")?;
+    let kept = privilege::drop_capabilities(lp.capture.is_some()).context("dropping capabilities")?;
     log::info!("capabilities kept: {}", kept.join(" "));
     eprintln!(
-        "execsentry: ready (capture=proc, rules={}, processes={})",
+        "execsentry: ready (capture={mode}, rules={}, processes={})",
         lp.pipeline.rules.len(),
         lp.pipeline.table.stats().live
     );
     privilege::notify_ready();
     lp.run(&mut signals)
 }
+
+/// `auto` takes fanotify when the kernel and our capabilities allow and
+/// says why not otherwise; `fanotify` insists; `proc` never tries.
+fn open_capture(cfg: &Config) -> Result<Option<FanotifyCapture>> {
+    let opts = CaptureOptions {
+        max_args_bytes: cfg.sensor.max_args_bytes,
+        max_args: MAX_ARGS,
+        enforce: false,
+    };
+    match cfg.sensor.capture.as_str() {
+        "proc" => Ok(None),
+        "fanotify" => FanotifyCapture::open(opts)
+            .map(Some)
+            .map_err(|e| SetupError(format!("fanotify capture: {e}")).into()),
+        _ => match FanotifyCapture::open(opts) {
+            Ok(c) => Ok(Some(c)),
+            Err(e) => {
+                log::warn!("fanotify capture unavailable ({e}); using the proc connector alone");
+                Ok(None)
+            }
+        },
+    }
+}
+
+/// The most arguments a fanotify capture keeps (the byte bound is
+/// `sensor.max_args_bytes`); the kernel's own limit is far above.
+const MAX_ARGS: usize = 4096;
 
 fn block_signals() -> Result<SignalFd> {
     let mut set = SigSet::empty();
@@ -167,6 +212,11 @@ struct Loop {
     last_reported: Counters,
     opts_config: Option<PathBuf>,
     cli_rules: Option<Vec<PathBuf>>,
+    capture: Option<FanotifyCapture>,
+    pending: PendingCaptures,
+    /// Reused buffer for one drain of the capture.
+    captured: Vec<ExecCapture>,
+    marked_containers: HashSet<String>,
 }
 
 enum Control {
@@ -239,6 +289,12 @@ impl Loop {
             for ev in events.iter() {
                 match ev.token() {
                     NETLINK => self.drain_netlink(),
+                    FANOTIFY => self.drain_fanotify(),
+                    MOUNTS => {
+                        if let Some(c) = self.capture.as_mut() {
+                            c.remark();
+                        }
+                    }
                     SIGNALS => {
                         if let Control::Stop = self.on_signals(signals) {
                             self.outputs.flush(Instant::now() + FLUSH_ON_EXIT);
@@ -257,6 +313,7 @@ impl Loop {
                 next_housekeeping = Instant::now() + HOUSEKEEPING;
                 let now_ms = self.now_ms();
                 self.pipeline.table.expire(now_ms);
+                self.pending.expire(now_ms);
                 self.log_counters(false);
             }
         }
@@ -296,18 +353,64 @@ impl Loop {
         }
     }
 
+    /// Reads the capture's queue. Captures come before the proc connector's
+    /// exec event of the same task, which picks them up in `on_kernel`.
+    fn drain_fanotify(&mut self) {
+        let Some(c) = self.capture.as_mut() else {
+            return;
+        };
+        c.drain(&mut |_| Verdict::Allow, &mut self.captured);
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        for cap in self.captured.drain(..) {
+            if cap.args_read {
+                self.pending.push(cap, now_ms);
+            }
+        }
+    }
+
     fn on_kernel(&mut self, ev: wire::KernelEvent) {
         let now_ms = self.now_ms();
-        let Some(ExecOutcome { event, alerts }) = self.pipeline.on_kernel(ev, now_ms) else {
+        let outcome = match ev {
+            wire::KernelEvent::Exec { tgid, .. } => {
+                // The permission event may still sit unread in the fanotify
+                // queue: the exec event can overtake it.
+                if self.capture.is_some() {
+                    self.drain_fanotify();
+                }
+                let cap = self.pending.take(tgid);
+                Some(self.pipeline.on_exec(tgid, cap))
+            }
+            _ => self.pipeline.on_kernel(ev, now_ms),
+        };
+        let Some(ExecOutcome { event, alerts }) = outcome else {
             return;
         };
         if Some(event.process.pid) == self.self_check_pid {
             self.self_check_ok = true;
             self.self_check_pid = None;
         }
+        self.mark_new_container(&event);
         self.outputs.emit(&event);
         for a in &alerts {
             self.outputs.emit(a);
+        }
+    }
+
+    /// A container's own filesystems (a tmpfs /tmp, /dev/shm) are separate
+    /// superblocks that the host's marks do not cover: mark them once.
+    fn mark_new_container(&mut self, event: &crate::event::Event) {
+        let (Some(capture), Some(c)) = (self.capture.as_mut(), event.container.as_ref()) else {
+            return;
+        };
+        if c.id.is_empty() || self.marked_containers.contains(&c.id) {
+            return;
+        }
+        if self.marked_containers.len() >= MARKED_CONTAINERS_MAX {
+            self.marked_containers.clear();
+        }
+        self.marked_containers.insert(c.id.clone());
+        if let Err(e) = capture.mark_mounts_of(event.process.pid) {
+            log::debug!("marking the mounts of container {}: {e}", c.id);
         }
     }
 
@@ -359,9 +462,32 @@ impl Loop {
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
+            let fan = self
+                .capture
+                .as_ref()
+                .map(|c| {
+                    let f = c.stats();
+                    let p = self.pending.stats;
+                    format!(
+                        " fanotify.events={} fanotify.answered={} fanotify.watchdog_answers={} \
+                         fanotify.argv_read_errors={} fanotify.running_misses={} \
+                         fanotify.mark_errors={} captures.matched={} captures.expired={} \
+                         captures.dropped={}",
+                        f.events,
+                        f.answered,
+                        f.watchdog_answers,
+                        f.argv_read_errors,
+                        f.syscall_running_misses,
+                        f.mark_errors,
+                        p.matched,
+                        p.expired,
+                        p.dropped_full
+                    )
+                })
+                .unwrap_or_default();
             log::info!(
                 "stats: execs={} forks={} exits={} alerts={} overruns={} decode_errors={} \
-                 partial_events={} args_truncated={} rescans={} table_live={} table_evictions={} {}",
+                 partial_events={} args_truncated={} rescans={} table_live={} table_evictions={} {}{}",
                 c.execs,
                 c.forks,
                 c.exits,
@@ -373,7 +499,8 @@ impl Loop {
                 c.rescans,
                 t.live,
                 t.evictions,
-                sinks.join(" ")
+                sinks.join(" "),
+                fan
             );
             self.last_reported = c;
             self.last_stats = Instant::now();

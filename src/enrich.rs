@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::bytes;
 use crate::container::{self, ContainerInfo};
+use crate::fanotify::ExecCapture;
 use crate::event::{
     Capabilities, CharDevice, Container, EntryLeader, EntryMeta, Event, EventMeta, Group, Host,
     HostOs, Namespaces, Orchestrator, OrchestratorResource, Parent, Process, SensorFacts, Thread,
@@ -48,6 +49,9 @@ pub struct ProcFacts {
     pub ns: Option<Namespaces>,
     pub loginuid: Option<u32>,
     pub sessionid: Option<u32>,
+    /// argv and executable came from a fanotify capture, not `/proc`.
+    pub captured: bool,
+    pub interpreter: Option<Vec<u8>>,
 }
 
 impl ProcFacts {
@@ -71,28 +75,41 @@ impl ProcReader {
     }
 
     /// Reads what an exec event needs. `full` also reads the costlier facts
-    /// (cwd, namespaces, login ids) that only the exec'ing process needs.
-    /// A vanished process is not an error: the facts stay partial.
-    pub fn read(&self, pid: u32, full: bool) -> ProcFacts {
+    /// (cwd, login ids) that only the exec'ing process needs. A capture
+    /// replaces the cmdline and exe reads. A vanished process is not an
+    /// error: the facts stay partial.
+    pub fn read(&self, pid: u32, full: bool, capture: Option<ExecCapture>) -> ProcFacts {
         let p = &self.procfs;
         let mut f = ProcFacts {
             pid,
             ..Default::default()
         };
-        // cmdline first: it is what a short-lived process loses first.
-        match p.cmdline(pid, &mut f.cmdline, self.max_args_bytes) {
-            Ok(t) => f.cmdline_truncated = t,
-            Err(_) => f.cmdline.clear(),
+        match capture {
+            Some(c) => {
+                f.cmdline = c.argv;
+                f.cmdline_truncated = c.truncated;
+                f.exe = (!c.executable.is_empty()).then_some(c.executable);
+                f.interpreter = c.interpreter;
+                f.captured = true;
+            }
+            // cmdline first: it is what a short-lived process loses first.
+            None => match p.cmdline(pid, &mut f.cmdline, self.max_args_bytes) {
+                Ok(t) => f.cmdline_truncated = t,
+                Err(_) => f.cmdline.clear(),
+            },
         }
         f.stat = p.stat(pid).ok();
         if f.stat.is_none() {
             return f;
         }
-        f.exe = p.exe(pid).ok();
-        f.status = p.status(pid).ok();
+        // The cgroup decides the container: read it before the rest.
         if p.cgroup(pid, &mut f.cgroup).is_err() {
             f.cgroup.clear();
         }
+        if f.exe.is_none() {
+            f.exe = p.exe(pid).ok();
+        }
+        f.status = p.status(pid).ok();
         f.ns = p.namespaces(pid).ok();
         if full {
             f.cwd = p.cwd(pid).ok();
@@ -106,6 +123,7 @@ impl ProcReader {
 /// Where the argv of an event came from.
 pub const ARGS_PROC: &str = "proc";
 pub const ARGS_COMM: &str = "comm";
+pub const ARGS_FANOTIFY: &str = "fanotify";
 
 /// The per-event inputs besides the `/proc` facts.
 pub struct EventInput<'a> {
@@ -140,6 +158,8 @@ pub fn build_event(inp: &EventInput<'_>) -> Event {
             vec![comm.clone()]
         };
         (fallback, ARGS_COMM, false)
+    } else if f.captured {
+        (args, ARGS_FANOTIFY, !f.cmdline_truncated)
     } else {
         (args, ARGS_PROC, !f.cmdline_truncated)
     };
@@ -237,6 +257,10 @@ pub fn build_event(inp: &EventInput<'_>) -> Event {
             sessionid: f.sessionid,
             ns: f.ns,
             start_ticks: key.start_ticks,
+            interpreter: f
+                .interpreter
+                .as_deref()
+                .map(|i| bytes::render(i).0.into_owned()),
         },
         ..Default::default()
     }

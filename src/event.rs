@@ -242,6 +242,9 @@ pub struct SensorFacts {
     /// `/proc/<pid>/stat`); with the pid it is the process identity.
     #[serde(default)]
     pub start_ticks: u64,
+    /// A script's `#!` interpreter, when fanotify saw the exec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpreter: Option<String>,
 }
 
 /// Namespace inode numbers from `/proc/<pid>/ns/*`.

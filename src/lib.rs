@@ -9,6 +9,7 @@
 //! mio loop; `cli` and `main` only parse and dispatch.
 
 pub mod bytes;
+pub mod captures;
 pub mod cli;
 pub mod config;
 pub mod container;

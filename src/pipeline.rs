@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::enrich::{self, EventInput, HostContext, ProcReader};
 use crate::event::Event;
+use crate::fanotify::ExecCapture;
 use crate::netlink::wire::KernelEvent;
 use crate::process_table::{ProcKey, ProcessTable};
 use crate::rules::{Match, RuleSet};
@@ -78,7 +79,7 @@ impl Pipeline {
 
     /// Reads one process from `/proc` into the table without emitting.
     fn learn(&mut self, pid: u32) {
-        let facts = self.reader.read(pid, false);
+        let facts = self.reader.read(pid, false, None);
         let Some(stat) = facts.stat.as_ref() else {
             return;
         };
@@ -126,14 +127,15 @@ impl Pipeline {
             }
             // After exec the kernel reports the thread-group leader's pid,
             // even when another thread called execve.
-            KernelEvent::Exec { tgid, .. } => Some(self.on_exec(tgid)),
+            KernelEvent::Exec { tgid, .. } => Some(self.on_exec(tgid, None)),
             _ => None,
         }
     }
 
-    fn on_exec(&mut self, pid: u32) -> ExecOutcome {
+    /// An exec, with the fanotify capture of its argv when there is one.
+    pub fn on_exec(&mut self, pid: u32, capture: Option<ExecCapture>) -> ExecOutcome {
         self.counters.execs += 1;
-        let facts = self.reader.read(pid, true);
+        let facts = self.reader.read(pid, true, capture);
         let ppid = facts
             .status
             .as_ref()

@@ -15,13 +15,16 @@ use caps::{CapSet, Capability, CapsHashSet};
 /// lets it traverse directories of other users' processes.
 pub const KEPT: [Capability; 2] = [Capability::CAP_SYS_PTRACE, Capability::CAP_DAC_READ_SEARCH];
 
-/// Drops every capability but [`KEPT`] from all five sets and sets
-/// `no_new_privs`. Returns the names kept (those we actually had).
-pub fn drop_capabilities() -> Result<Vec<String>> {
+/// Drops every capability but [`KEPT`] (plus CAP_SYS_ADMIN when the
+/// fanotify capture must mark filesystems mounted later) from all five sets
+/// and sets `no_new_privs`. Returns the names kept (those we actually had).
+pub fn drop_capabilities(keep_sys_admin: bool) -> Result<Vec<String>> {
     let permitted = caps::read(None, CapSet::Permitted)?;
+    let extra = keep_sys_admin.then_some(Capability::CAP_SYS_ADMIN);
     let keep: CapsHashSet = KEPT
         .iter()
         .copied()
+        .chain(extra)
         .filter(|c| permitted.contains(c))
         .collect();
     // The bounding set can only shrink while CAP_SETPCAP is still effective,

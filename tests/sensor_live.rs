@@ -18,12 +18,18 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn sensor() -> Sensor {
+    sensor_with("auto")
+}
+
+fn sensor_with(capture: &str) -> Sensor {
     let rules = rules_dir();
     let mut s = Sensor::spawn(&[
         "run",
         "--output",
         "stdout",
         "--events",
+        "--capture",
+        capture,
         "--rules",
         rules.to_str().unwrap(),
     ]);
@@ -67,7 +73,13 @@ fn host_exec_keeps_exact_argv_and_is_not_a_container() {
     if !common::require_root() {
         return;
     }
-    let s = sensor();
+    for capture in ["proc", "fanotify"] {
+        host_exec_keeps_exact_argv(capture);
+    }
+}
+
+fn host_exec_keeps_exact_argv(capture: &str) {
+    let s = sensor_with(capture);
     let marker = unique_name("argv");
     let big = "A".repeat(100 * 1024);
     let raw_args: Vec<Vec<u8>> = vec![
@@ -101,7 +113,7 @@ fn host_exec_keeps_exact_argv_and_is_not_a_container() {
         json_path(&ev, "execsentry.args_complete"),
         Some(&Value::Bool(true))
     );
-    assert_eq!(json_str(&ev, "execsentry.args_source"), Some("proc"));
+    assert_eq!(json_str(&ev, "execsentry.args_source"), Some(capture));
     assert!(json_path(&ev, "container").is_none(), "host process: {ev}");
     assert!(json_path(&ev, "process.entry_leader").is_none());
     assert_eq!(json_str(&ev, "host.os.type"), Some("linux"));
