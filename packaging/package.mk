@@ -25,13 +25,10 @@ DOCS_DIR := target/packaging/docs
 IMAGE_CONTEXT := target/packaging/image
 IMAGE ?= execsentry:$(VERSION)
 
-# Pinned so a package build is repeatable; 0.14 is the last
-# cargo-generate-rpm whose RPMs (v3 signature header) CentOS/RHEL 7's
-# rpm 4.11 can still install.
+# Pinned so a package build is repeatable.
 CARGO_DEB_VERSION := 3.8.0
-CARGO_GENERATE_RPM_VERSION := 0.14.1
 
-.PHONY: static docs deb rpm image package-test package-tools
+.PHONY: static docs deb rpm image package-test deb-tools rpm-tools
 
 # An explicit --target keeps these artifacts in target/$(STATIC_TARGET)/,
 # apart from the dynamic target/release the other targets share, so the two
@@ -52,32 +49,34 @@ docs:
 	$(CARGO) run --quiet --locked --example gen_docs -- $(DOCS_DIR) >/dev/null
 	gzip -9n $(DOCS_DIR)/man/*.1
 
-package-tools:
+deb-tools:
 	@$(CARGO) deb --version 2>/dev/null | grep -qF '$(CARGO_DEB_VERSION)' \
 		|| $(CARGO) install --locked cargo-deb --version $(CARGO_DEB_VERSION)
-	@$(CARGO) generate-rpm --version 2>/dev/null | grep -qF '$(CARGO_GENERATE_RPM_VERSION)' \
-		|| $(CARGO) install --locked cargo-generate-rpm --version $(CARGO_GENERATE_RPM_VERSION)
+
+rpm-tools:
+	@command -v rpmbuild >/dev/null 2>&1 || { \
+		echo "rpmbuild missing: apt-get install rpm (Debian) / dnf install rpm-build"; \
+		[ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends rpm; }
 
 # --no-build: the binary is `make static`'s; --no-strip: already stripped.
-deb: package-tools static docs
+deb: deb-tools static docs
 	mkdir -p $(PKG_DIR)
 	$(CARGO) deb --no-build --no-strip --target $(STATIC_TARGET) --output $(PKG_DIR)/execsentry_$(VERSION)-1_amd64.deb
 	@echo "deb: $(PKG_DIR)/execsentry_$(VERSION)-1_amd64.deb"
 
-# cargo-generate-rpm 0.14's manifest parser predates edition 2024, so it
-# reads a copy of Cargo.toml with the edition rewritten (the edition plays
-# no part in the package), in a directory whose rules/, packaging/ and
-# target/ point back at the real ones. xz, not the default zstd: rpm 4.11
-# (RHEL/CentOS 7) cannot unpack zstd payloads.
-RPM_SRC := target/packaging/rpm-src
-rpm: package-tools static docs
+# rpmbuild, not cargo-generate-rpm: see the top of packaging/rpm/execsentry.spec.
+RPM_TOPDIR := $(CURDIR)/target/packaging/rpmbuild
+rpm: rpm-tools static docs
 	mkdir -p $(PKG_DIR)
-	rm -rf $(RPM_SRC) && mkdir -p $(RPM_SRC)
-	sed 's/^edition = "2024"$$/edition = "2021"/' Cargo.toml > $(RPM_SRC)/Cargo.toml
-	ln -s $(CURDIR)/rules $(CURDIR)/packaging $(RPM_SRC)/
-	ln -s $(CURDIR)/target $(RPM_SRC)/target
-	cd $(RPM_SRC) && $(CARGO) generate-rpm --target $(STATIC_TARGET) --target-dir $(CURDIR)/target \
-		--payload-compress xz --output $(CURDIR)/$(PKG_DIR)/execsentry-$(VERSION)-1.x86_64.rpm
+	rm -rf $(RPM_TOPDIR)
+	rpmbuild -bb --quiet --target x86_64-linux \
+		--define '_topdir $(RPM_TOPDIR)' \
+		--define 'pkg_version $(VERSION)' \
+		--define 'srcroot $(CURDIR)' \
+		--define 'static_bin $(CURDIR)/$(STATIC_BIN)' \
+		--define 'docs_dir $(CURDIR)/$(DOCS_DIR)' \
+		packaging/rpm/execsentry.spec
+	cp $(RPM_TOPDIR)/RPMS/x86_64/execsentry-$(VERSION)-1.x86_64.rpm $(PKG_DIR)/
 	@echo "rpm: $(PKG_DIR)/execsentry-$(VERSION)-1.x86_64.rpm"
 
 # A small build context instead of the repository (target/ is gigabytes).
