@@ -42,21 +42,6 @@ fn sensor(capture: &str) -> Sensor {
     s
 }
 
-/// Runs a file this process just wrote. A thread of this test binary that
-/// forks at that moment briefly holds the write fd, so the exec can fail
-/// with ETXTBSY: retry that (and only that).
-fn status_of_fresh(cmd: &mut Command) -> std::process::ExitStatus {
-    for _ in 0..50 {
-        match cmd.status() {
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
-                thread::sleep(Duration::from_millis(20))
-            }
-            r => return r.expect("run"),
-        }
-    }
-    panic!("{cmd:?}: text file busy for a second")
-}
-
 fn args_of(v: &Value) -> Vec<String> {
     json_path(v, "process.args")
         .and_then(Value::as_array)
@@ -165,9 +150,9 @@ fn static_binary_hidden_in_dev_shm_is_captured() {
     let marker = unique_name("shm");
     // busybox runs the applet named by argv[0]'s basename; `true` exits at
     // once, which is exactly the short-lived case.
-    let st = status_of_fresh(Command::new(&path).arg0("true").args(["--hidden", &marker]));
+    let out = common::output_of_fresh(Command::new(&path).arg0("true").args(["--hidden", &marker]));
     let _ = std::fs::remove_file(&path);
-    assert!(st.success());
+    assert!(out.status.success());
     let ev = s
         .wait_for(|v| has_arg(v, &marker), WAIT)
         .unwrap_or_else(|| panic!("no event; stderr:\n{}", s.stderr()));

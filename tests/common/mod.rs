@@ -257,3 +257,18 @@ pub fn pid_alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// Runs a file this process just wrote. Another thread of the test binary
+/// that forks at that moment briefly holds the write fd, so the exec can
+/// fail with ETXTBSY: retry that (and only that).
+pub fn output_of_fresh(cmd: &mut Command) -> Output {
+    for _ in 0..50 {
+        match cmd.output() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            r => return r.unwrap_or_else(|e| panic!("{cmd:?}: {e}")),
+        }
+    }
+    panic!("{cmd:?}: text file busy for a second")
+}
