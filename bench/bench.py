@@ -644,7 +644,7 @@ def main():
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--idle", type=int, default=10000, help="idle processes for the scale run")
     ap.add_argument("--no-build", action="store_true", help="use the existing release binary")
-    ap.add_argument("--only", default="", help="comma list of cases: proc,fanotify,forkstat,auditd,scale")
+    ap.add_argument("--only", default="", help="comma list of cases: proc,fanotify,forkstat,auditd,scale,micro")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
     want = lambda c: not only or c in only  # noqa: E731
@@ -682,6 +682,17 @@ def main():
         ok = [m for m in ("fanotify", "proc") if f"execsentry-{m}" in cases and "skipped" not in cases[f"execsentry-{m}"]]
         case_scale(ok[0] if ok else None, args, baseline, cases)
 
+    micro = []
+    if want("micro"):
+        log("cargo bench --bench hot_path (pure hot-path pieces)")
+        r = subprocess.run(["cargo", "bench", "--bench", "hot_path"], cwd=REPO,
+                           capture_output=True, text=True)
+        if r.returncode == 0:
+            micro = ["## Micro-benchmarks (thread CPU per operation)", "", "```",
+                     *r.stdout.strip().splitlines(), "```", ""]
+        else:
+            notes.append("- micro-benchmarks failed to run: " + r.stderr.strip()[-300:])
+
     rows, case_notes = table(baseline, cases)
     line = summary(cases)
     machine = f"{platform.node()}: {os.cpu_count()} cores, Linux {platform.release()}"
@@ -700,6 +711,7 @@ def main():
         "",
         *notes, *case_notes,
         "",
+        *micro,
         line,
         "",
     ]

@@ -246,6 +246,7 @@ pub fn build_event(inp: &EventInput<'_>) -> Event {
             id: c.id.clone(),
             runtime: c.runtime.into(),
             name: c.name.clone(),
+            ..Default::default()
         }),
         orchestrator,
         execsentry: SensorFacts {
@@ -335,6 +336,7 @@ fn orchestrator_of(c: &ContainerInfo) -> Option<Orchestrator> {
             id: Some(uid),
             name: None,
             resource_type: Some("pod".into()),
+            ..Default::default()
         },
     })
 }

@@ -5,6 +5,8 @@
 //! Everything here is plain data (no I/O). An alert is an [`Event`] whose
 //! `event.kind` is `"alert"` and whose `rule`/`threat`/`message` are filled.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 fn is_false(b: &bool) -> bool {
@@ -192,6 +194,41 @@ pub struct Container {
     pub runtime: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// From the runtime's local state (see [`crate::metadata`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ContainerImage>,
+    /// Only the labels on the configured allow-list.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
+}
+
+/// ECS `container.image.*`: `nginx:1.25` is name `nginx`, tag `1.25`; a
+/// registry stays in the name, a digest goes to `hash.all`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerImage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<ImageHash>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageHash {
+    /// `algorithm:value` digests, e.g. `sha256:…`.
+    pub all: Vec<String>,
+}
+
+/// ECS `container.security_context.*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityContext {
+    pub privileged: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,6 +252,19 @@ pub struct OrchestratorResource {
     pub name: Option<String>,
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub resource_type: Option<String>,
+    /// The workload that owns the pod (deployment, statefulset, …), when
+    /// the pod's labels tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ResourceParent>,
+}
+
+/// ECS `orchestrator.resource.parent.*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceParent {
+    #[serde(rename = "type")]
+    pub parent_type: String,
+    pub name: String,
 }
 
 /// Facts about how the sensor saw the event.

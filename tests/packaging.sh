@@ -200,6 +200,7 @@ for _ in $(seq 50); do
 	sleep 0.2
 done
 [ -n "$found" ] || {
+	cp "$TMP/logs" /tmp/execsentry-package-test.log
 	tail -n 20 "$TMP/logs" >&2
 	fail "no alert for the host's exec"
 }

@@ -43,6 +43,7 @@ fn exec(args: &[&str], container: bool) -> Event {
             id: "c0ffee".repeat(10) + "abcd",
             runtime: "docker".into(),
             name: None,
+            ..Default::default()
         });
         e.process.entry_leader = Some(execsentry::event::EntryLeader {
             entry_meta: execsentry::event::EntryMeta {
@@ -498,54 +499,6 @@ fn replay_reports_bad_lines_and_writes_alerts() {
         .collect::<String>();
     let stats = replay(&rs, again.as_bytes(), std::io::sink(), std::io::sink()).unwrap();
     assert_eq!(stats.alerts, 0);
-}
-
-/// CPU time of this thread: wall time is meaningless on a loaded build host.
-fn thread_cpu() -> std::time::Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime only writes the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-#[test]
-fn evaluation_is_fast_enough() {
-    let rs = shipped();
-    let events = [
-        exec(&["kubectl", "exec", "-it", "web-0", "--", "sh"], true),
-        exec(&["ls", "-la", "/tmp"], false),
-        exec(&["/usr/bin/python3", "-m", "http.server"], true),
-        exec(&["ctr", "-n", "k8s.io", "tasks", "exec", "x", "sh"], false),
-        exec(&["curl", "-k", "https://n:10250/pods"], true),
-        exec(
-            &[
-                "/usr/lib/postgresql/16/bin/postgres",
-                "-D",
-                "/var/lib/postgresql/16/main",
-                "-c",
-                "config_file=/etc/postgresql/16/main/postgresql.conf",
-            ],
-            false,
-        ),
-    ];
-    let mut out = Vec::with_capacity(16);
-    let n = 30_000u32;
-    let t = thread_cpu();
-    for i in 0..n as usize {
-        out.clear();
-        rs.evaluate(&events[i % events.len()], &mut out);
-    }
-    let per = (thread_cpu() - t) / n;
-    eprintln!(
-        "rule evaluation: {per:?} CPU per event, mixed set ({} rules)",
-        rs.len()
-    );
-    // Generous bound: debug builds are slow; this only catches pathologies.
-    // `cargo test --release --test rules evaluation -- --nocapture` prints the real figure.
-    assert!(per < std::time::Duration::from_micros(100), "{per:?}");
 }
 
 #[test]

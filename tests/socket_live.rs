@@ -42,6 +42,7 @@ fn alert(i: usize, cmd: &str) -> Event {
             id: "0123456789abcdef".into(),
             runtime: "docker".into(),
             name: None,
+            ..Default::default()
         }),
         rule: Some(RuleRef {
             id: "ES-0002".into(),

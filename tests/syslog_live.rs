@@ -229,6 +229,7 @@ fn alert(i: usize, text: &str) -> Event {
             id: "0123456789abcdef".into(),
             runtime: "docker".into(),
             name: None,
+            ..Default::default()
         }),
         rule: Some(RuleRef {
             id: "ES-0001".into(),

@@ -34,6 +34,7 @@ pub(crate) fn alert(text: &str) -> Event {
             id: format!("abc{text}"),
             runtime: "docker".into(),
             name: None,
+            ..Default::default()
         }),
         rule: Some(RuleRef {
             id: format!("ES-{text}"),

@@ -1,0 +1,8 @@
+//! `container_detect`: see `harness::container_detect` for what it feeds and which invariants it
+//! checks beyond "does not panic".
+#![no_main]
+
+#[path = "../harness.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::container_detect(data));

@@ -1,0 +1,8 @@
+//! `mountinfo`: see `harness::mountinfo` for what it feeds and which invariants it
+//! checks beyond "does not panic".
+#![no_main]
+
+#[path = "../harness.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::mountinfo(data));

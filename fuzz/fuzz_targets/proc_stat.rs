@@ -1,0 +1,8 @@
+//! `proc_stat`: see `harness::proc_stat` for what it feeds and which invariants it
+//! checks beyond "does not panic".
+#![no_main]
+
+#[path = "../harness.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::proc_stat(data));
