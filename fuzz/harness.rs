@@ -23,8 +23,11 @@ use execsentry::procfs;
 use execsentry::rules::RuleSet;
 use execsentry::sink::format::{Formatter, SD_ID, json_line};
 
-/// Every target: its name (the corpus directory) and its body.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A target's name (its corpus directory) and its body.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target.
+pub const TARGETS: &[Target] = &[
     ("netlink_wire", netlink_wire),
     ("proc_stat", proc_stat),
     ("proc_status", proc_status),
@@ -172,9 +175,18 @@ pub fn rules_parse(data: &[u8]) {
 fn sample_events() -> Vec<Event> {
     let mut evs = Vec::new();
     for (name, args) in [
-        ("kubectl", &["kubectl", "exec", "-it", "web-0", "--", "sh"][..]),
-        ("ctr", &["ctr", "tasks", "exec", "--exec-id", "x", "c1", "sh"][..]),
-        ("curl", &["curl", "-k", "https://10.0.0.1:10250/run/ns/pod/c"][..]),
+        (
+            "kubectl",
+            &["kubectl", "exec", "-it", "web-0", "--", "sh"][..],
+        ),
+        (
+            "ctr",
+            &["ctr", "tasks", "exec", "--exec-id", "x", "c1", "sh"][..],
+        ),
+        (
+            "curl",
+            &["curl", "-k", "https://10.0.0.1:10250/run/ns/pod/c"][..],
+        ),
         ("K\u{e9}bectl", &["\u{202e}", "a\nb", "\\x41"][..]),
     ] {
         let mut ev = Event::default();
@@ -206,8 +218,10 @@ pub fn event_from(data: &[u8]) -> Event {
         .split(|&c| c == 0)
         .map(|f| String::from_utf8_lossy(f).into_owned());
     let mut next = || fields.next().unwrap_or_default();
-    let mut ev = Event::default();
-    ev.timestamp = next();
+    let mut ev = Event {
+        timestamp: next(),
+        ..Event::default()
+    };
     ev.event.kind = if flags & 1 != 0 { "alert" } else { "event" }.into();
     ev.event.action = "exec".into();
     ev.event.id = next();

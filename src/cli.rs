@@ -60,6 +60,9 @@ pub enum Command {
         /// How execs are captured; replaces `sensor.capture`.
         #[arg(long, value_enum)]
         capture: Option<CaptureArg>,
+        /// The root-only control socket `execsentry status` asks.
+        #[arg(long, value_name = "PATH", default_value = crate::status::DEFAULT_CONTROL_SOCKET)]
+        control: PathBuf,
     },
     /// Evaluate rules over ECS events (JSON lines) and print the alerts.
     Replay {
@@ -80,6 +83,15 @@ pub enum Command {
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+    },
+    /// Ask the running sensor for its counters, capture mode and features.
+    Status {
+        /// The daemon's root-only control socket.
+        #[arg(long, value_name = "PATH", default_value = crate::status::DEFAULT_CONTROL_SOCKET)]
+        socket: PathBuf,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Print alerts from a running sensor's local socket.
     Tail {

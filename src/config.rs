@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     pub sensor: SensorConfig,
     pub output: OutputConfig,
+    pub metadata: MetadataConfig,
+    pub identity: crate::identity::IdentityConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +48,68 @@ impl Default for SensorConfig {
             max_args_bytes: 128 * 1024,
             table_size: 65536,
             capture: "auto".into(),
+        }
+    }
+}
+
+/// `[metadata]`: container and pod names from the runtimes' local state
+/// files (see `crate::metadata`). Every root is optional: a missing
+/// directory is simply not found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetadataConfig {
+    /// Look metadata up at all.
+    pub enabled: bool,
+    /// Labels copied into `container.labels`; an entry ending in `*`
+    /// matches every key with that prefix. Empty: no labels.
+    pub labels: Vec<String>,
+    /// `<root>/<id>/state.json` (runc, and Docker's runc).
+    pub runc_roots: Vec<PathBuf>,
+    /// `<root>/<namespace>/<id>/state.json` (containerd's runc shim).
+    pub containerd_runc_roots: Vec<PathBuf>,
+    /// `<root>/<namespace>/<id>/config.json` (containerd v2 task bundles).
+    pub containerd_task_roots: Vec<PathBuf>,
+    /// `<root>/<id>/status` (crun).
+    pub crun_roots: Vec<PathBuf>,
+    /// containers/storage roots (cri-o, podman):
+    /// `overlay-containers/<id>/userdata/config.json`, `containers.json`.
+    pub storage_roots: Vec<PathBuf>,
+    /// `<root>/<id>/config.v2.json` and `hostconfig.json` (Docker).
+    pub docker_roots: Vec<PathBuf>,
+    /// A state file larger than this is refused (and counted), never read.
+    pub max_file_bytes: u64,
+    /// Containers whose metadata is cached.
+    pub cache_size: usize,
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        let paths = |v: &[&str]| v.iter().map(PathBuf::from).collect();
+        MetadataConfig {
+            enabled: true,
+            labels: [
+                "app",
+                "app.kubernetes.io/name",
+                "app.kubernetes.io/instance",
+                "app.kubernetes.io/component",
+                "app.kubernetes.io/part-of",
+                "app.kubernetes.io/version",
+                "com.docker.compose.project",
+                "com.docker.compose.service",
+            ]
+            .map(String::from)
+            .to_vec(),
+            runc_roots: paths(&["/run/runc", "/run/docker/runtime-runc/moby"]),
+            containerd_runc_roots: paths(&["/run/containerd/runc"]),
+            containerd_task_roots: paths(&[
+                "/run/containerd/io.containerd.runtime.v2.task",
+                "/run/docker/containerd/daemon/io.containerd.runtime.v2.task",
+            ]),
+            crun_roots: paths(&["/run/crun"]),
+            storage_roots: paths(&["/run/containers/storage", "/var/lib/containers/storage"]),
+            docker_roots: paths(&["/var/lib/docker/containers"]),
+            max_file_bytes: 1024 * 1024,
+            cache_size: 4096,
         }
     }
 }
@@ -362,6 +426,20 @@ impl Config {
         if self.output.file.enabled && self.output.file.path.as_os_str().is_empty() {
             return Err(bad("output.file", "path", "must not be empty".into()));
         }
+        if let Err((key, why)) = self.identity.validate() {
+            return Err(bad("identity", key, why));
+        }
+        let md = &self.metadata;
+        if !(4096..=64 * 1024 * 1024).contains(&md.max_file_bytes) {
+            return Err(bad(
+                "metadata",
+                "max_file_bytes",
+                "must be between 4096 and 67108864".into(),
+            ));
+        }
+        if md.cache_size == 0 {
+            return Err(bad("metadata", "cache_size", "must be at least 1".into()));
+        }
         Ok(())
     }
 }
@@ -461,6 +539,20 @@ mod tests {
         assert!(e.starts_with("t.toml:3: output.syslog.address"), "{e}");
         let e = err("[output.socket]\nmode = \"rw\"\n");
         assert!(e.contains("not an octal mode"), "{e}");
+    }
+
+    #[test]
+    fn metadata_section_is_checked() {
+        let e = err("[metadata]\nmax_file_bytes = 10\n");
+        assert_eq!(
+            e,
+            "t.toml:2: metadata.max_file_bytes: must be between 4096 and 67108864"
+        );
+        let e = err("[metadata]\nroots = []\n");
+        assert!(e.contains("unknown field `roots`"), "{e}");
+        let cfg = Config::from_str("t", "[metadata]\nlabels = [\"team\"]\n").unwrap();
+        assert_eq!(cfg.metadata.labels, ["team"]);
+        assert!(cfg.metadata.enabled);
     }
 
     #[test]

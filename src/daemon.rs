@@ -58,6 +58,8 @@ pub struct RunOptions {
     pub cli_rules: Option<Vec<PathBuf>>,
     pub cli_stdout: bool,
     pub cli_events: bool,
+    /// Where `execsentry status` asks.
+    pub control: PathBuf,
 }
 
 /// A setup failure that must name its likely cause and exit non-zero.
@@ -119,7 +121,15 @@ pub fn run(opts: RunOptions) -> Result<()> {
     let host = enrich::host_context(&procfs).context("reading host facts from /proc")?;
     let reader = ProcReader::new(procfs, cfg.sensor.max_args_bytes);
     let table = ProcessTable::new(cfg.sensor.table_size, EXIT_GRACE_MS);
-    let mut pipeline = Pipeline::new(table, reader, host, rules);
+    let metadata = crate::metadata::Metadata::new(&cfg.metadata);
+    let mut pipeline = Pipeline::new(
+        table,
+        reader,
+        host,
+        rules,
+        metadata,
+        crate::identity::Identifier::from_config(&cfg.identity, &cfg.sensor.rules)?,
+    );
     pipeline.scan();
 
     let mut lp = Loop {
@@ -143,9 +153,12 @@ pub fn run(opts: RunOptions) -> Result<()> {
     lp.self_check(&mut signals)?;
     // After this point the sensor must never fork or exec: a child holding
     // the fanotify fd that blocked in its own exec would hang the host.
+    // Before open: the capture's watchdog thread inherits the nice value.
+    set_nice(GATING_NICE);
     lp.capture = open_capture(&cfg)?;
-    if let Some(c) = lp.capture.as_mut() {
-        c.register(lp.poll.registry(), FANOTIFY, MOUNTS)?;
+    match lp.capture.as_mut() {
+        Some(c) => c.register(lp.poll.registry(), FANOTIFY, MOUNTS)?,
+        None => set_nice(0),
     }
     let mode = if lp.capture.is_some() { "fanotify" } else { "proc" };
 
@@ -180,6 +193,21 @@ fn open_capture(cfg: &Config) -> Result<Option<FanotifyCapture>> {
                 Ok(None)
             }
         },
+    }
+}
+
+/// With fanotify every exec on the host waits for our answer: the loop must
+/// not be starved by the very processes it gates, or the watchdog answers
+/// without argv. Set while we still hold CAP_SYS_NICE.
+const GATING_NICE: i32 = -10;
+
+/// Linux nice values are per thread: this sets the calling thread's, which
+/// threads created afterwards inherit.
+fn set_nice(nice: i32) {
+    // SAFETY: setpriority on our own thread with plain integers.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if rc != 0 {
+        log::warn!("could not set nice {nice}: {}", io::Error::last_os_error());
     }
 }
 

@@ -222,6 +222,8 @@ pub fn build_event(inp: &EventInput<'_>) -> Event {
                 meta_type: "container".into(),
             },
         }),
+        // Filled by `identity` after the event is shaped.
+        hash: None,
     };
     let orchestrator = container.as_ref().and_then(orchestrator_of);
     Event {
@@ -262,6 +264,7 @@ pub fn build_event(inp: &EventInput<'_>) -> Event {
                 .interpreter
                 .as_deref()
                 .map(|i| bytes::render(i).0.into_owned()),
+            exe: None,
         },
         ..Default::default()
     }

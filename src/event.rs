@@ -108,6 +108,18 @@ pub struct Process {
     pub parent: Parent,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entry_leader: Option<EntryLeader>,
+    /// ECS `process.hash.*` of the executable file (`identity.hash`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<Hash>,
+}
+
+/// ECS `process.hash`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hash {
+    /// Lowercase hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -295,6 +307,34 @@ pub struct SensorFacts {
     /// A script's `#!` interpreter, when fanotify saw the exec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interpreter: Option<String>,
+    /// What the executable file's content says it is (see `identity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<ExeIdentity>,
+}
+
+/// `execsentry.exe.*`: facts read from the executable file itself, so a
+/// renamed copy of a tool is still recognised. Only adds facts:
+/// `process.name` stays what the process was called.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExeIdentity {
+    /// Canonical tool name from the tool table (`docker`, `kubectl`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub go: Option<GoFacts>,
+}
+
+/// `execsentry.exe.go.*`, from the binary's `.go.buildinfo`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoFacts {
+    /// Main package path, e.g. `github.com/docker/cli/cmd/docker`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub main: String,
+    /// Toolchain version, e.g. `go1.22.1`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
 }
 
 /// Namespace inode numbers from `/proc/<pid>/ns/*`.

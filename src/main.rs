@@ -46,6 +46,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             rules,
             events,
             capture,
+            control,
         } => {
             let (mut cfg, config_path) = load_config(config.as_deref())?;
             if let Some(c) = capture {
@@ -57,6 +58,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 cli_rules: (!rules.is_empty()).then_some(rules),
                 cli_stdout: output.is_some(),
                 cli_events: events,
+                control,
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -81,6 +83,16 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             execsentry::privilege::check_owned_by_root(std::slice::from_ref(&path))
                 .map_err(|e| BadInput(e.to_string()))?;
             print!("{}", cfg.to_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { socket, json } => {
+            let st = execsentry::status::query(&socket)
+                .with_context(|| "is the sensor running? (status needs root)")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print!("{}", st.render());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Tail { socket, json } => {

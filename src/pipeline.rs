@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::enrich::{self, EventInput, HostContext, ProcReader};
 use crate::event::Event;
 use crate::fanotify::ExecCapture;
+use crate::metadata::{self, Metadata};
 use crate::netlink::wire::KernelEvent;
 use crate::process_table::{ProcKey, ProcessTable};
 use crate::rules::{Match, RuleSet};
@@ -27,6 +28,8 @@ pub struct Counters {
     pub args_truncated: u64,
     pub alerts: u64,
     pub rescans: u64,
+    /// Total time spent evaluating rules, for the mean in `status`.
+    pub rule_eval_ns: u64,
 }
 
 pub struct Pipeline {
@@ -35,6 +38,9 @@ pub struct Pipeline {
     pub host: HostContext,
     pub rules: RuleSet,
     pub counters: Counters,
+    pub metadata: Metadata,
+    /// Executable identity (Go build info, hash), cached per file.
+    pub identity: crate::identity::Identifier,
     matches: Vec<Match>,
     sequence: u64,
     /// Distinguishes this sensor run in `event.id`.
@@ -48,7 +54,14 @@ pub struct ExecOutcome {
 }
 
 impl Pipeline {
-    pub fn new(table: ProcessTable, reader: ProcReader, host: HostContext, rules: RuleSet) -> Self {
+    pub fn new(
+        table: ProcessTable,
+        reader: ProcReader,
+        host: HostContext,
+        rules: RuleSet,
+        metadata: Metadata,
+        identity: crate::identity::Identifier,
+    ) -> Self {
         let run_id = enrich::fnv1a(&now_nanos().to_le_bytes()) ^ host.id_seed;
         Pipeline {
             table,
@@ -56,6 +69,8 @@ impl Pipeline {
             host,
             rules,
             counters: Counters::default(),
+            metadata,
+            identity,
             matches: Vec::new(),
             sequence: 0,
             run_id,
@@ -93,6 +108,15 @@ impl Pipeline {
         };
         self.table
             .upsert(key, parent, enrich::image_of(&ev, container));
+    }
+
+    /// Describes a live process as an event (for tamper alerts: the actor),
+    /// without counting it as an exec.
+    pub fn describe(&mut self, pid: u32) -> Event {
+        let facts = self.reader.read(pid, true, None);
+        let ppid = facts.stat.as_ref().map_or(0, |s| s.ppid);
+        let parent = self.table.live(ppid).map(|e| e.key);
+        self.shape(&facts, parent, ppid)
     }
 
     /// After an overrun some exits were lost: forget the dead, learn the new.
@@ -149,7 +173,13 @@ impl Pipeline {
             .live(pid)
             .and_then(|e| e.parent)
             .or_else(|| self.table.live(ppid).map(|e| e.key));
-        let event = self.shape(&facts, parent, ppid);
+        let mut event = self.shape(&facts, parent, ppid);
+        self.identity
+            .fill(self.reader.procfs.root(), pid, &mut event);
+        let table = &self.table;
+        if let Some(meta) = self.metadata.lookup(&event, &|p| table.live(p).is_some()) {
+            metadata::apply(&meta, &mut event);
+        }
         if !event.execsentry.args_complete {
             self.counters.partial_events += 1;
         }
@@ -171,7 +201,9 @@ impl Pipeline {
     /// Runs the rules over an event (also used by `replay`).
     pub fn evaluate(&mut self, event: &Event) -> Vec<Event> {
         self.matches.clear();
+        let t = std::time::Instant::now();
         self.rules.evaluate(event, &mut self.matches);
+        self.counters.rule_eval_ns += t.elapsed().as_nanos() as u64;
         self.counters.alerts += self.matches.len() as u64;
         self.matches
             .iter()
@@ -227,6 +259,8 @@ mod tests {
             ProcReader::new(procfs, 4096),
             host,
             rules,
+            Metadata::disabled(),
+            crate::identity::Identifier::disabled(),
         )
     }
 
@@ -318,5 +352,18 @@ mod tests {
         );
         assert_eq!(p.table.stats().live, before);
         assert!(p.table.live(1234).is_some());
+    }
+
+    #[test]
+    fn exec_reads_the_identity_of_the_real_executable() {
+        let mut p = fixture_pipeline("host");
+        p.reader = ProcReader::new(ProcFs::host(), 4096);
+        let cfg = crate::identity::IdentityConfig::default();
+        p.identity = crate::identity::Identifier::new(cfg, Default::default());
+        let ev = exec(&mut p, std::process::id());
+        assert_eq!(ev.execsentry.exe, None, "a Rust test binary is not Go");
+        exec(&mut p, std::process::id());
+        let s = p.identity.stats();
+        assert_eq!((s.misses, s.hits, s.unreadable), (1, 1, 0));
     }
 }

@@ -18,11 +18,11 @@ use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Storms measure the sensor under a full machine: two at once on two
-/// cores would measure the other storm instead.
+/// Each test here runs alone: a storm measures the sensor on a machine it
+/// has to itself, and other tests' execs would be measured along with it.
 static STORMS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn one_storm_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+fn alone() -> std::sync::MutexGuard<'static, ()> {
     STORMS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -102,7 +102,7 @@ fn fanotify_mode_reports_the_exact_argv_of_short_lived_execs() {
     if !common::require_root() {
         return;
     }
-    let _one = one_storm_at_a_time();
+    let _alone = alone();
     let s = sensor("fanotify");
     let tag = unique_name("storm");
     let tokens = storm(&tag, 2, 2500);
@@ -123,7 +123,7 @@ fn proc_mode_argv_figure_is_reported() {
     if !common::require_root() {
         return;
     }
-    let _one = one_storm_at_a_time();
+    let _alone = alone();
     let s = sensor("proc");
     let tag = unique_name("pstorm");
     let tokens = storm(&tag, 2, 1000);
@@ -143,6 +143,7 @@ fn static_binary_hidden_in_dev_shm_is_captured() {
     if !common::require_root() {
         return;
     }
+    let _alone = alone();
     let s = sensor("fanotify");
     let path = format!("/dev/shm/.{}", unique_name("x"));
     std::fs::copy(common::busybox(), &path).unwrap();
@@ -166,6 +167,7 @@ fn script_with_arguments_names_its_interpreter() {
     if !common::require_root() {
         return;
     }
+    let _alone = alone();
     let s = sensor("fanotify");
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("tool.sh");
@@ -196,6 +198,7 @@ fn exec_in_docker_container_has_exact_argv_and_context() {
         eprintln!("docker NOT available: the runc tests in sensor_live cover containers");
         return;
     }
+    let _alone = alone();
     let s = sensor("fanotify");
     let c = DockerContainer::run(TEST_IMAGE, &["sleep", "300"], &[]);
     assert!(c.wait_running(WAIT));
@@ -233,7 +236,7 @@ fn sigkill_during_a_storm_leaves_no_exec_blocked() {
     if !common::require_root() {
         return;
     }
-    let _one = one_storm_at_a_time();
+    let _alone = alone();
     let mut s = sensor("fanotify");
     let tag = unique_name("kill");
     let worker = thread::spawn(move || storm(&tag, 2, 1500).len());

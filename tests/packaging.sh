@@ -183,10 +183,13 @@ grep 'execsentry: ready' "$TMP/logs" || {
 	cat "$TMP/logs" >&2
 	fail "sensor in the container did not become ready"
 }
-# A harmless stand-in for a container admin command: /bin/true named
-# `docker`, run on the host with arguments the shipped rules alert on.
+# A harmless stand-in for a container admin command: a program named
+# `docker` that ignores its arguments (the ones the shipped rules alert on)
+# and lives for a second, so the sensor can read its /proc/<pid>/cmdline
+# (the proc connector's exec event carries no arguments).
 mkdir -p "$TMP/bin"
-cp /bin/true "$TMP/bin/docker"
+printf '#include <unistd.h>\nint main(void) { sleep(1); return 0; }\n' |
+	cc -x c -O2 -o "$TMP/bin/docker" -
 # Not the container's name: `docker logs <name>` alerts too.
 marker="pkgtest-marker-$$-$RANDOM"
 "$TMP/bin/docker" run --privileged --pid=host -v /:/host "$marker" true

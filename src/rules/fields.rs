@@ -6,7 +6,7 @@
 //! where the sensor could not learn a value (a parent that already exited),
 //! and EQL makes comparisons on a missing field false.
 
-use crate::event::Event;
+use crate::event::{ContainerImage, Event, ResourceParent};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FType {
@@ -63,6 +63,14 @@ fn pid(v: u32) -> Val<'static> {
     }
 }
 
+fn image(e: &Event) -> Option<&ContainerImage> {
+    e.container.as_ref()?.image.as_ref()
+}
+
+fn parent(e: &Event) -> Option<&ResourceParent> {
+    e.orchestrator.as_ref()?.resource.parent.as_ref()
+}
+
 macro_rules! fields {
     ($( $name:literal : $ty:ident => |$e:ident| $body:expr ;)*) => {
         pub static FIELDS: &[FieldDef] = &[
@@ -96,11 +104,17 @@ fields! {
     "container.id": Str => |e| e.container.as_ref().map_or(Val::Missing, |c| s(&c.id));
     "container.runtime": Str => |e| e.container.as_ref().map_or(Val::Missing, |c| s(&c.runtime));
     "container.name": Str => |e| e.container.as_ref().map_or(Val::Missing, |c| os(&c.name));
+    "container.image.name": Str => |e| image(e).map_or(Val::Missing, |i| os(&i.name));
+    "container.image.tag": Str => |e| image(e).map_or(Val::Missing, |i| os(&i.tag));
+    "container.image.hash.all": List => |e| image(e).and_then(|i| i.hash.as_ref()).map_or(Val::Missing, |h| l(&h.all));
+    "container.security_context.privileged": Bool => |e| e.container.as_ref().and_then(|c| c.security_context.as_ref()).map_or(Val::Missing, |s| Val::Bool(s.privileged));
     "orchestrator.type": Str => |e| e.orchestrator.as_ref().map_or(Val::Missing, |o| s(&o.orchestrator_type));
     "orchestrator.namespace": Str => |e| e.orchestrator.as_ref().map_or(Val::Missing, |o| os(&o.namespace));
     "orchestrator.resource.id": Str => |e| e.orchestrator.as_ref().map_or(Val::Missing, |o| os(&o.resource.id));
     "orchestrator.resource.name": Str => |e| e.orchestrator.as_ref().map_or(Val::Missing, |o| os(&o.resource.name));
     "orchestrator.resource.type": Str => |e| e.orchestrator.as_ref().map_or(Val::Missing, |o| os(&o.resource.resource_type));
+    "orchestrator.resource.parent.type": Str => |e| parent(e).map_or(Val::Missing, |p| s(&p.parent_type));
+    "orchestrator.resource.parent.name": Str => |e| parent(e).map_or(Val::Missing, |p| s(&p.name));
     "host.os.type": Str => |e| s(&e.host.os.os_type);
     "host.hostname": Str => |e| s(&e.host.hostname);
     "event.type": List => |e| l(&e.event.kind_type);
@@ -111,6 +125,10 @@ fields! {
     "execsentry.args_complete": Bool => |e| Val::Bool(e.execsentry.args_complete);
     "execsentry.args_truncated": Bool => |e| Val::Bool(e.execsentry.args_truncated);
     "execsentry.args_source": Str => |e| s(&e.execsentry.args_source);
+    "execsentry.exe.tool": Str => |e| e.execsentry.exe.as_ref().map_or(Val::Missing, |x| os(&x.tool));
+    "execsentry.exe.go.main": Str => |e| e.execsentry.exe.as_ref().and_then(|x| x.go.as_ref()).map_or(Val::Missing, |g| s(&g.main));
+    "execsentry.exe.go.version": Str => |e| e.execsentry.exe.as_ref().and_then(|x| x.go.as_ref()).map_or(Val::Missing, |g| s(&g.version));
+    "process.hash.sha256": Str => |e| e.process.hash.as_ref().map_or(Val::Missing, |h| os(&h.sha256));
 }
 
 /// Index of `name` in [`FIELDS`].
@@ -142,11 +160,83 @@ mod tests {
         assert!(matches!(get("process.args"), Val::List(a) if a.len() == 2));
         assert!(matches!(get("container.id"), Val::Missing));
         assert!(matches!(get("process.parent.name"), Val::Missing));
+        assert!(matches!(get("execsentry.exe.tool"), Val::Missing));
+        e.execsentry.exe = Some(crate::event::ExeIdentity {
+            tool: Some("docker".into()),
+            go: Some(crate::event::GoFacts {
+                main: "github.com/docker/cli/cmd/docker".into(),
+                version: "go1.22.1".into(),
+            }),
+        });
+        let get = |n: &str| (FIELDS[lookup(n).unwrap()].get)(&e);
+        assert!(matches!(get("execsentry.exe.tool"), Val::Str("docker")));
+        assert!(matches!(
+            get("execsentry.exe.go.version"),
+            Val::Str("go1.22.1")
+        ));
+        assert!(matches!(get("process.hash.sha256"), Val::Missing));
         assert!(lookup("process.nmae").is_none());
         assert_eq!(suggest("process.nmae"), Some("process.name"));
+        // Metadata fields: missing until the runtime state says otherwise.
+        assert!(matches!(get("container.image.name"), Val::Missing));
+        assert!(matches!(
+            get("container.security_context.privileged"),
+            Val::Missing
+        ));
         let mut names: Vec<_> = FIELDS.iter().map(|f| f.name).collect();
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), FIELDS.len());
+    }
+
+    #[test]
+    fn metadata_fields_read_events() {
+        use crate::event::{Container, ImageHash, Orchestrator, SecurityContext};
+        let mut o = Orchestrator {
+            orchestrator_type: "kubernetes".into(),
+            namespace: Some("kube-system".into()),
+            ..Default::default()
+        };
+        o.resource.parent = Some(ResourceParent {
+            parent_type: "daemonset".into(),
+            name: "kube-proxy".into(),
+        });
+        let e = Event {
+            container: Some(Container {
+                id: "c".into(),
+                runtime: "containerd".into(),
+                image: Some(ContainerImage {
+                    name: Some("nginx".into()),
+                    tag: Some("1.25".into()),
+                    hash: Some(ImageHash {
+                        all: vec!["sha256:ab".into()],
+                    }),
+                }),
+                security_context: Some(SecurityContext { privileged: true }),
+                ..Default::default()
+            }),
+            orchestrator: Some(o),
+            ..Default::default()
+        };
+        let get = |n: &str| (FIELDS[lookup(n).unwrap()].get)(&e);
+        assert!(matches!(get("container.image.name"), Val::Str("nginx")));
+        assert!(matches!(get("container.image.tag"), Val::Str("1.25")));
+        assert!(matches!(get("container.image.hash.all"), Val::List(h) if h.len() == 1));
+        assert!(matches!(
+            get("container.security_context.privileged"),
+            Val::Bool(true)
+        ));
+        assert!(matches!(
+            get("orchestrator.namespace"),
+            Val::Str("kube-system")
+        ));
+        assert!(matches!(
+            get("orchestrator.resource.parent.type"),
+            Val::Str("daemonset")
+        ));
+        assert!(matches!(
+            get("orchestrator.resource.parent.name"),
+            Val::Str("kube-proxy")
+        ));
     }
 }

@@ -89,9 +89,29 @@ fn escaped_control_needed(c: char) -> bool {
     matches!(c as u32, 0x200b..=0x200f | 0x2028..=0x202e | 0x2066..=0x2069 | 0xfeff)
 }
 
+/// Who ran it, for a human at 3 a.m.: `container=web pod=payments/web-7d9f`
+/// with whatever of the container name, namespace and pod is known.
+pub fn workload(ev: &Event) -> Option<String> {
+    let name = ev.container.as_ref().and_then(|c| c.name.as_deref());
+    let o = ev.orchestrator.as_ref();
+    let pod = o.and_then(|o| o.resource.name.as_deref());
+    let ns = o.and_then(|o| o.namespace.as_deref());
+    let mut parts = Vec::new();
+    if let Some(n) = name {
+        parts.push(format!("container={n}"));
+    }
+    match (ns, pod) {
+        (Some(ns), Some(pod)) => parts.push(format!("pod={ns}/{pod}")),
+        (None, Some(pod)) => parts.push(format!("pod={pod}")),
+        (Some(ns), None) => parts.push(format!("namespace={ns}")),
+        (None, None) => {}
+    }
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
 /// The alert's one-line human message, control-escaped.
 pub fn human_message(ev: &Event) -> String {
-    let text = match (&ev.message, &ev.rule) {
+    let mut text = match (&ev.message, &ev.rule) {
         (Some(m), _) if !m.is_empty() => m.clone(),
         (_, Some(r)) => format!("{}: {}", r.name, ev.process.command_line),
         _ => format!(
@@ -99,6 +119,9 @@ pub fn human_message(ev: &Event) -> String {
             ev.process.executable, ev.process.pid, ev.process.user.id, ev.process.command_line
         ),
     };
+    if let Some(w) = workload(ev) {
+        let _ = write!(text, " [{w}]");
+    }
     escaped_control(&text).into_owned()
 }
 
@@ -167,8 +190,19 @@ impl Formatter {
             Some(c) => {
                 param("container_id", &c.id);
                 param("runtime", &c.runtime);
+                if let Some(n) = &c.name {
+                    param("container_name", n);
+                }
             }
             None => param("container_id", "host"),
+        }
+        if let Some(o) = &ev.orchestrator {
+            if let Some(ns) = &o.namespace {
+                param("namespace", ns);
+            }
+            if let Some(pod) = &o.resource.name {
+                param("pod", pod);
+            }
         }
         param("event_id", &ev.event.id);
         s.push_str("] ");
@@ -244,6 +278,20 @@ pub fn cef_body(ev: &Event) -> String {
     ext("cs2", rt);
     ext("cs3Label", "commandLine");
     ext("cs3", &ev.process.command_line);
+    if let Some(n) = ev.container.as_ref().and_then(|c| c.name.as_deref()) {
+        ext("cs4Label", "containerName");
+        ext("cs4", n);
+    }
+    if let Some(o) = &ev.orchestrator {
+        if let Some(ns) = &o.namespace {
+            ext("cs5Label", "namespace");
+            ext("cs5", ns);
+        }
+        if let Some(pod) = &o.resource.name {
+            ext("cs6Label", "pod");
+            ext("cs6", pod);
+        }
+    }
     if let Some(r) = ev.event.risk_score {
         ext("cn1Label", "riskScore");
         ext("cn1", &r.to_string());

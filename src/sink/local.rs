@@ -91,6 +91,8 @@ fn open_append(path: &Path) -> io::Result<File> {
 
 /// Messages held for a stalled stdout reader.
 const STDOUT_QUEUE: usize = 10_000;
+/// Lines per vectored write (IOV_MAX is 1024 on Linux).
+const WRITEV_MAX: usize = 256;
 
 pub struct StdoutSink {
     /// True when stdout is a pipe/socket we made non-blocking.
@@ -129,9 +131,9 @@ impl StdoutSink {
             self.queue.dropped += 1;
             return;
         }
-        if self.queue.push(line.to_vec()) {
-            self.drain();
-        }
+        // Written by `drain` once per loop turn: under a storm one
+        // vectored write carries many lines instead of one syscall each.
+        self.queue.push(line.to_vec());
     }
 
     pub fn drain(&mut self) {
@@ -140,14 +142,31 @@ impl StdoutSink {
         // SAFETY: fd 1 stays open for the life of the process; ManuallyDrop
         // keeps this handle from closing it.
         let mut out = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(1) });
-        while let Some(m) = self.queue.front() {
-            match out.write(&m[self.off..]) {
-                Ok(n) if self.off + n >= m.len() => {
-                    self.queue.pop();
-                    self.queue.sent += 1;
-                    self.off = 0;
+        while !self.queue.is_empty() {
+            let off = self.off;
+            let slices: Vec<io::IoSlice<'_>> = self
+                .queue
+                .iter()
+                .take(WRITEV_MAX)
+                .enumerate()
+                .map(|(i, m)| io::IoSlice::new(if i == 0 { &m[off..] } else { m }))
+                .collect();
+            match out.write_vectored(&slices) {
+                Ok(mut n) => {
+                    // Pop what went out whole; remember where a partial
+                    // write stopped in the next message.
+                    n += self.off;
+                    while let Some(m) = self.queue.front() {
+                        if n < m.len() {
+                            self.off = n;
+                            break;
+                        }
+                        n -= m.len();
+                        self.queue.pop();
+                        self.queue.sent += 1;
+                        self.off = 0;
+                    }
                 }
-                Ok(n) => self.off += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {

@@ -42,6 +42,11 @@ impl Queue {
         self.items.front()
     }
 
+    /// The queued messages, oldest first (for one vectored write).
+    pub fn iter(&self) -> impl Iterator<Item = &Vec<u8>> {
+        self.items.iter()
+    }
+
     pub fn pop(&mut self) -> Option<Vec<u8>> {
         self.items.pop_front()
     }

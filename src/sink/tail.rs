@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use super::format::severity_word;
+use super::format::{severity_word, workload};
 use crate::bytes::escaped_control;
 use crate::event::Event;
 
@@ -93,17 +93,16 @@ pub fn render(ev: &Event, color: bool) -> String {
         format!("{sev:<8}")
     };
     let rule = ev.rule.as_ref().map_or("-", |r| r.id.as_str());
-    let place = match (&ev.container, &ev.orchestrator) {
-        (Some(c), Some(o)) => {
-            let pod = o.resource.name.as_deref().unwrap_or("-");
+    let place = match &ev.container {
+        Some(c) => {
             let short: String = c.id.chars().take(12).collect();
-            format!("{}:{short} pod={pod}", c.runtime)
+            match workload(ev) {
+                Some(w) => format!("{}:{short} {w}", c.runtime),
+                None if ev.orchestrator.is_some() => format!("{}:{short} pod=-", c.runtime),
+                None => format!("{}:{short}", c.runtime),
+            }
         }
-        (Some(c), None) => {
-            let short: String = c.id.chars().take(12).collect();
-            format!("{}:{short}", c.runtime)
-        }
-        _ => "host".into(),
+        None => "host".into(),
     };
     let user = match &ev.process.user.name {
         Some(n) => format!("{n}({})", ev.process.user.id),
@@ -122,4 +121,65 @@ pub fn render(ev: &Event, color: bool) -> String {
         escaped_control(&user),
         escaped_control(cmd)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Container, Orchestrator, RuleRef};
+    use crate::sink::format::human_message;
+
+    fn alert(name: Option<&str>, ns: Option<&str>, pod: Option<&str>) -> Event {
+        let mut ev = Event {
+            timestamp: "2024-05-01T12:00:00Z".into(),
+            container: Some(Container {
+                id: "e1c2b3a4d5f60718".into(),
+                runtime: "containerd".into(),
+                name: name.map(String::from),
+                ..Default::default()
+            }),
+            rule: Some(RuleRef {
+                id: "ES-1".into(),
+                name: "Shell".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        ev.event.kind = "alert".into();
+        ev.process.command_line = "sh -i".into();
+        if ns.is_some() || pod.is_some() {
+            let mut o = Orchestrator {
+                orchestrator_type: "kubernetes".into(),
+                namespace: ns.map(String::from),
+                ..Default::default()
+            };
+            o.resource.name = pod.map(String::from);
+            ev.orchestrator = Some(o);
+        }
+        ev
+    }
+
+    #[test]
+    fn tail_and_message_name_the_workload() {
+        let ev = alert(Some("web"), Some("payments"), Some("web-7d9f"));
+        let line = render(&ev, false);
+        assert!(
+            line.contains("containerd:e1c2b3a4d5f6 container=web pod=payments/web-7d9f"),
+            "{line}"
+        );
+        assert_eq!(
+            human_message(&ev),
+            "Shell: sh -i [container=web pod=payments/web-7d9f]"
+        );
+        // Only what is known is shown; a pod without a name stays `pod=-`.
+        let line = render(&alert(None, None, None), false);
+        assert!(line.contains(" containerd:e1c2b3a4d5f6 uid="), "{line}");
+        assert_eq!(human_message(&alert(None, None, None)), "Shell: sh -i");
+        let mut bare = alert(None, None, None);
+        bare.orchestrator = Some(Orchestrator::default());
+        assert!(render(&bare, false).contains("pod=-"));
+        // A hostile pod name cannot break the line.
+        let line = render(&alert(Some("a\nb"), Some("x\u{1b}[2J"), Some("p")), false);
+        assert!(!line.contains('\n') && !line.contains('\u{1b}'), "{line}");
+    }
 }

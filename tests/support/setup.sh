@@ -22,7 +22,7 @@ DOCKERD_LOG="${EXECSENTRY_DOCKERD_LOG:-/tmp/execsentry-dockerd.log}"
 #   procps (pgrep, ps), tar         cleanup checks, building the rootfs tarball
 #   gcc, libc6-dev, python3         the bench's storm driver and its reader
 PACKAGES=(docker.io runc busybox-static rsyslog rsyslog-gnutls gnutls-bin
-	openssl forkstat util-linux libcap2-bin procps tar gcc libc6-dev python3)
+	openssl forkstat util-linux libcap2-bin procps tar gcc libc6-dev python3 golang-go)
 
 install_packages() {
 	local missing=() p

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# `make fuzz`: runs every cargo-fuzz target in fuzz/ for a set time with
+# libFuzzer, then folds what it learned back into the committed corpus,
+# minimized. Not part of CI (it is time-boxed fuzzing, not a test); the
+# corpora and crash inputs it commits are replayed by tests/fuzz_corpus.rs.
+#
+#   FUZZ_SECONDS=180   seconds per target
+#   FUZZ_JOBS=2        targets fuzzed at once (one core each)
+#   FUZZ_TARGETS="a b" only these targets (default: all)
+#   FUZZ_UPDATE=0      leave fuzz/corpus untouched (default 1: minimize into it)
+#
+# A crash leaves its input in fuzz/artifacts/<target>/ and makes the script
+# exit 1: commit that file (git add -f, fuzz/artifacts is ignored) and the
+# replay test fails until the bug is fixed.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+SECS=${FUZZ_SECONDS:-180}
+JOBS=${FUZZ_JOBS:-2}
+UPDATE=${FUZZ_UPDATE:-1}
+# Corpus files: libFuzzer's merge keeps the smallest set covering the
+# same edges; this caps what a file may be, so the corpus stays small.
+MAX_LEN=${FUZZ_MAX_LEN:-8192}
+WORK=fuzz/target/work
+
+# libFuzzer needs nightly (sanitizer flags). Prefer an installed nightly;
+# else let stable accept the unstable flags.
+if rustup run nightly rustc --version >/dev/null 2>&1; then
+	TOOLCHAIN=(+nightly)
+else
+	echo "fuzz: no nightly toolchain; using stable with RUSTC_BOOTSTRAP=1" >&2
+	export RUSTC_BOOTSTRAP=1
+	TOOLCHAIN=()
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+	cargo install cargo-fuzz --locked
+fi
+
+if [ -n "${FUZZ_TARGETS:-}" ]; then
+	read -r -a TARGETS <<<"$FUZZ_TARGETS"
+else
+	mapfile -t TARGETS < <(cargo "${TOOLCHAIN[@]}" fuzz list)
+fi
+
+cargo "${TOOLCHAIN[@]}" fuzz build -O
+mkdir -p "$WORK"
+
+# One target: fuzz into a scratch corpus seeded from the committed one,
+# log the final stats, and report crashes by the files left in artifacts.
+run_one() {
+	local t=$1 log="$WORK/$t.log"
+	rm -rf "${WORK:?}/$t"
+	mkdir -p "$WORK/$t" "fuzz/artifacts/$t" "fuzz/corpus/$t"
+	cp -a "fuzz/corpus/$t/." "$WORK/$t/"
+	local start end rc=0
+	start=$(date +%s)
+	cargo "${TOOLCHAIN[@]}" fuzz run -O "$t" "$WORK/$t" -- \
+		-max_total_time="$SECS" -max_len="$MAX_LEN" -timeout=10 \
+		-rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1 || rc=$?
+	end=$(date +%s)
+	local execs crashes
+	execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
+	crashes=$(find "fuzz/artifacts/$t" -type f | wc -l)
+	echo "fuzz: $t ran $((end - start))s, $execs execs, exit $rc, crash inputs in fuzz/artifacts/$t: $crashes"
+	if [ "$rc" -ne 0 ]; then
+		grep -E 'panicked|ERROR: libFuzzer|SUMMARY' "$log" | head -5 | sed "s/^/fuzz: $t: /"
+	fi
+	return "$rc"
+}
+
+fail=0
+pids=()
+names=()
+for t in "${TARGETS[@]}"; do
+	run_one "$t" &
+	pids+=($!)
+	names+=("$t")
+	if [ "${#pids[@]}" -ge "$JOBS" ]; then
+		wait "${pids[0]}" || fail=1
+		pids=("${pids[@]:1}")
+		names=("${names[@]:1}")
+	fi
+done
+for p in "${pids[@]}"; do
+	wait "$p" || fail=1
+done
+
+# Minimize committed + new inputs into the committed corpus: libFuzzer's
+# merge keeps one input per new feature, smallest first.
+if [ "$UPDATE" = 1 ]; then
+	for t in "${TARGETS[@]}"; do
+		rm -rf "${WORK:?}/$t.min"
+		mkdir -p "$WORK/$t.min"
+		cargo "${TOOLCHAIN[@]}" fuzz run -O "$t" "$WORK/$t.min" "fuzz/corpus/$t" "$WORK/$t" -- \
+			-merge=1 -max_len="$MAX_LEN" >"$WORK/$t.merge.log" 2>&1
+		rm -rf "fuzz/corpus/$t"
+		mv "$WORK/$t.min" "fuzz/corpus/$t"
+		echo "fuzz: $t corpus: $(find "fuzz/corpus/$t" -type f | wc -l) files"
+	done
+	du -sh fuzz/corpus
+fi
+
+if [ "$fail" -ne 0 ]; then
+	echo "fuzz: FAILED: crash inputs are in fuzz/artifacts/" >&2
+	exit 1
+fi
+echo "fuzz: no crashes"

@@ -1,0 +1,260 @@
+//! Executable identity: what an exec'd file *is*, read from its content,
+//! so a renamed or hidden copy of `docker` is still `docker`.
+//!
+//! The pure core ([`identify`]) parses ELF headers ([`elf`]) and the Go
+//! build info ([`buildinfo`]) from any [`ReadAt`] and maps the main package
+//! path to a tool name through a [`ToolTable`] loaded from data files
+//! ([`tools`] documents where they live and their format). The thin shell
+//! ([`Identifier`]) reads the file through `/proc/<pid>/exe` — the file the
+//! kernel actually mapped, even if it was renamed, deleted or lives in
+//! another mount namespace — and caches the result per file version.
+//!
+//! Cost: a cache hit is one `stat(2)` of the `/proc/<pid>/exe` magic link
+//! (which resolves to the mapped file, never to a path name) and one hash
+//! map lookup. A miss opens the link, parses with bounded reads and, when
+//! `identity.hash` is on, hashes files up to `identity.max_file_bytes`.
+
+mod buildinfo;
+mod cache;
+mod elf;
+mod readat;
+#[cfg(test)]
+mod testelf;
+mod tools;
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use buildinfo::{BuildInfoError, GoBuildInfo, Module};
+pub use cache::{CacheStats, FileKey, Known};
+pub use elf::{Elf, ElfError};
+pub use readat::{Budget, FileAt, ReadAt, ReadError};
+pub use tools::{ToolTable, ToolsError};
+
+use crate::event::{Event, ExeIdentity, GoFacts, Hash};
+
+/// Bytes one identification may read: headers, a 1 MiB search for the
+/// magic in section-less files, and the build info strings.
+pub const PARSE_BUDGET: u64 = 4 << 20;
+
+/// `[identity]` in the configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// Read Go build info from every new executable (`execsentry.exe.*`).
+    pub enabled: bool,
+    /// Also compute `process.hash.sha256`, once per file version.
+    pub hash: bool,
+    /// Larger files are not hashed (their other facts are still read).
+    pub max_file_bytes: u64,
+    /// Executable file versions remembered.
+    pub cache_size: usize,
+    /// Tool tables loaded after `tools.toml` of each rules directory.
+    pub tools: Vec<PathBuf>,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            enabled: true,
+            hash: false,
+            max_file_bytes: 64 << 20,
+            cache_size: 4096,
+            tools: Vec::new(),
+        }
+    }
+}
+
+impl IdentityConfig {
+    /// The offending key and why, for `config.rs` to locate.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(1..=1_000_000).contains(&self.cache_size) {
+            return Err(("cache_size", "must be between 1 and 1000000".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Why a file could not be identified (it is still executed and reported).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentifyError {
+    #[error(transparent)]
+    Elf(#[from] ElfError),
+    #[error(transparent)]
+    BuildInfo(#[from] BuildInfoError),
+}
+
+/// PURE: the identity of the executable whose bytes `r` holds. `Ok(None)`
+/// for files that are not ELF or not Go; an error for malformed ones.
+pub fn identify<R: ReadAt + ?Sized>(
+    r: &R,
+    tools: &ToolTable,
+) -> Result<Option<ExeIdentity>, IdentifyError> {
+    let r = Budget::new(r, PARSE_BUDGET);
+    let elf = match Elf::parse(&r) {
+        Ok(e) => e,
+        Err(ElfError::NotElf | ElfError::Unsupported) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(info) = buildinfo::read(&r, &elf)? else {
+        return Ok(None);
+    };
+    Ok(Some(ExeIdentity {
+        tool: tools.tool_for(&info.main_path).map(str::to_string),
+        go: Some(GoFacts {
+            main: info.main_path,
+            version: info.go_version,
+        }),
+    }))
+}
+
+/// The sensor's identity lookups: configuration, tool table and cache.
+pub struct Identifier {
+    cfg: IdentityConfig,
+    tools: ToolTable,
+    cache: cache::Cache,
+    /// `/proc/<pid>/exe`, rebuilt in place for each exec.
+    path: String,
+}
+
+impl Identifier {
+    pub fn new(cfg: IdentityConfig, tools: ToolTable) -> Self {
+        let cache = cache::Cache::new(cfg.cache_size);
+        Identifier {
+            cfg,
+            tools,
+            cache,
+            path: String::with_capacity(64),
+        }
+    }
+
+    /// Loads the tool tables for `cfg` next to the rules in `rule_paths`.
+    pub fn from_config(cfg: &IdentityConfig, rule_paths: &[PathBuf]) -> Result<Self, ToolsError> {
+        let tools = if cfg.enabled {
+            ToolTable::load(&ToolTable::paths(rule_paths, &cfg.tools))?
+        } else {
+            ToolTable::default()
+        };
+        Ok(Identifier::new(cfg.clone(), tools))
+    }
+
+    /// One that never looks anything up (replay, tests).
+    pub fn disabled() -> Self {
+        let cfg = IdentityConfig {
+            enabled: false,
+            ..IdentityConfig::default()
+        };
+        Identifier::new(cfg, ToolTable::default())
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        self.cache.stats
+    }
+
+    pub fn tools(&self) -> &ToolTable {
+        &self.tools
+    }
+
+    /// Adds `execsentry.exe.*` and `process.hash.sha256` to the event of
+    /// an exec by `pid`, when its executable can be read.
+    pub fn fill(&mut self, proc_root: &Path, pid: u32, ev: &mut Event) {
+        let Some(known) = self.lookup(proc_root, pid) else {
+            return;
+        };
+        ev.execsentry.exe.clone_from(&known.exe);
+        if let Some(h) = &known.sha256 {
+            ev.process.hash = Some(Hash {
+                sha256: Some(h.clone()),
+            });
+        }
+    }
+
+    /// What is known of `pid`'s executable, from the cache or the file.
+    pub fn lookup(&mut self, proc_root: &Path, pid: u32) -> Option<Arc<Known>> {
+        if !self.cfg.enabled {
+            return None;
+        }
+        self.path.clear();
+        let _ = write!(self.path, "{}/{pid}/exe", proc_root.display());
+        // stat follows the magic link to the mapped file itself.
+        let key = match nix::sys::stat::stat(self.path.as_str()) {
+            Ok(st) => FileKey {
+                dev: st.st_dev,
+                ino: st.st_ino,
+                size: u64::try_from(st.st_size).unwrap_or(0),
+                mtime_sec: st.st_mtime,
+                mtime_nsec: st.st_mtime_nsec,
+            },
+            Err(_) => {
+                self.cache.stats.unreadable += 1;
+                return None;
+            }
+        };
+        if let Some(k) = self.cache.get(&key) {
+            return Some(k);
+        }
+        let Ok(file) = File::open(&self.path) else {
+            self.cache.stats.unreadable += 1;
+            return None;
+        };
+        // Key by what was opened: the process may have exec'd again since.
+        let key = match file.metadata() {
+            Ok(m) => FileKey {
+                dev: m.dev(),
+                ino: m.ino(),
+                size: m.size(),
+                mtime_sec: m.mtime(),
+                mtime_nsec: m.mtime_nsec(),
+            },
+            Err(_) => key,
+        };
+        let known = Arc::new(self.identify_file(&file, key.size));
+        self.cache.insert(key, Arc::clone(&known));
+        Some(known)
+    }
+
+    fn identify_file(&mut self, file: &File, size: u64) -> Known {
+        let exe = match identify(&FileAt { file, len: size }, &self.tools) {
+            Ok(x) => x,
+            Err(e) => {
+                log::debug!("executable identity: {e}");
+                self.cache.stats.parse_errors += 1;
+                None
+            }
+        };
+        let sha256 = (self.cfg.hash && size <= self.cfg.max_file_bytes)
+            .then(|| sha256_file(file, size))
+            .flatten();
+        Known { exe, sha256 }
+    }
+}
+
+/// Lowercase hex SHA-256 of the first `size` bytes (the keyed size).
+pub fn sha256_file(file: &File, size: u64) -> Option<String> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut off = 0u64;
+    while off < size {
+        let want = usize::try_from((size - off).min(buf.len() as u64)).ok()?;
+        let n = file.read_at(&mut buf[..want], off).ok()?;
+        if n == 0 {
+            return None; // shrank under us: no hash rather than a wrong one
+        }
+        h.update(&buf[..n]);
+        off += n as u64;
+    }
+    let mut hex = String::with_capacity(64);
+    for b in h.finalize().iter() {
+        let _ = write!(hex, "{b:02x}");
+    }
+    Some(hex)
+}
+
+#[cfg(test)]
+mod tests;
