@@ -42,7 +42,13 @@ else
 	mapfile -t TARGETS < <(cargo "${TOOLCHAIN[@]}" fuzz list)
 fi
 
-cargo "${TOOLCHAIN[@]}" fuzz build -O
+# Build once, then run the binaries: `cargo fuzz run` would rebuild before
+# every target, and an edit elsewhere in the tree must not stop a run
+# half-way. FUZZ_NO_BUILD=1 reuses the last build.
+if [ "${FUZZ_NO_BUILD:-0}" != 1 ]; then
+	cargo "${TOOLCHAIN[@]}" fuzz build -O
+fi
+BIN=fuzz/target/x86_64-unknown-linux-gnu/release
 mkdir -p "$WORK"
 
 # One target: fuzz into a scratch corpus seeded from the committed one,
@@ -54,7 +60,7 @@ run_one() {
 	cp -a "fuzz/corpus/$t/." "$WORK/$t/"
 	local start end rc=0
 	start=$(date +%s)
-	cargo "${TOOLCHAIN[@]}" fuzz run -O "$t" "$WORK/$t" -- \
+	"$BIN/$t" "$WORK/$t" -artifact_prefix="fuzz/artifacts/$t/" \
 		-max_total_time="$SECS" -max_len="$MAX_LEN" -timeout=10 \
 		-rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1 || rc=$?
 	end=$(date +%s)
@@ -91,7 +97,7 @@ if [ "$UPDATE" = 1 ]; then
 	for t in "${TARGETS[@]}"; do
 		rm -rf "${WORK:?}/$t.min"
 		mkdir -p "$WORK/$t.min"
-		cargo "${TOOLCHAIN[@]}" fuzz run -O "$t" "$WORK/$t.min" "fuzz/corpus/$t" "$WORK/$t" -- \
+		"$BIN/$t" "$WORK/$t.min" "fuzz/corpus/$t" "$WORK/$t" \
 			-merge=1 -max_len="$MAX_LEN" >"$WORK/$t.merge.log" 2>&1
 		rm -rf "fuzz/corpus/$t"
 		mv "$WORK/$t.min" "fuzz/corpus/$t"

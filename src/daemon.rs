@@ -2,7 +2,7 @@
 //! event loop that drives the [`Pipeline`] from the proc connector and feeds
 //! the outputs. Nothing in a handler blocks; timers set the poll timeout.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -17,8 +17,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::captures::PendingCaptures;
 use crate::config::Config;
-use crate::fanotify::{CaptureOptions, ExecCapture, FanotifyCapture, Verdict};
 use crate::enrich::{self, ProcReader};
+use crate::fanotify::{CaptureOptions, ExecCapture, FanotifyCapture, FanotifyError, Verdict};
 use crate::netlink::{self, ProcConnector, wire};
 use crate::pipeline::{Counters, ExecOutcome, Pipeline};
 use crate::privilege;
@@ -26,11 +26,16 @@ use crate::process_table::ProcessTable;
 use crate::procfs::ProcFs;
 use crate::rules::RuleSet;
 use crate::sink::Outputs;
+use crate::status::{ControlServer, Features, Status};
+use crate::tamper::{self, Tamper};
 
 const NETLINK: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const FANOTIFY: Token = Token(2);
 const MOUNTS: Token = Token(3);
+const CONTROL: Token = Token(4);
+/// How often rule and config files are checked for non-root write access.
+const FILE_CHECK_EVERY: Duration = Duration::from_secs(30);
 
 /// How long a fanotify capture waits for its proc-connector exec event
 /// before it is counted as unmatched (an exec that failed after the open).
@@ -149,21 +154,56 @@ pub fn run(opts: RunOptions) -> Result<()> {
         pending: PendingCaptures::new(CAPTURE_PENDING_MAX, CAPTURE_MAX_AGE_MS),
         captured: Vec::new(),
         marked_containers: HashSet::new(),
+        control: None,
+        started_at: enrich::rfc3339_nanos(crate::pipeline::now_nanos()),
+        features: Features::default(),
+        kept_caps: Vec::new(),
+        tamper_alerts: 0,
+        file_finding: None,
+        last_file_check: Instant::now(),
     };
     lp.self_check(&mut signals)?;
     // After this point the sensor must never fork or exec: a child holding
     // the fanotify fd that blocked in its own exec would hang the host.
     // Before open: the capture's watchdog thread inherits the nice value.
     set_nice(GATING_NICE);
-    lp.capture = open_capture(&cfg)?;
+    let (capture, fanotify_state) = open_capture(&cfg)?;
+    lp.capture = capture;
     match lp.capture.as_mut() {
         Some(c) => c.register(lp.poll.registry(), FANOTIFY, MOUNTS)?,
         None => set_nice(0),
     }
-    let mode = if lp.capture.is_some() { "fanotify" } else { "proc" };
+    let mode = if lp.capture.is_some() {
+        "fanotify"
+    } else {
+        "proc"
+    };
 
-    let kept = privilege::drop_capabilities(lp.capture.is_some()).context("dropping capabilities")?;
+    lp.control = match ControlServer::bind(&opts.control) {
+        Ok(mut c) => {
+            lp.poll
+                .registry()
+                .register(c.source(), CONTROL, Interest::READABLE)?;
+            Some(c)
+        }
+        Err(e) => {
+            log::warn!("no control socket, `execsentry status` will not answer: {e}");
+            None
+        }
+    };
+    lp.features = Features {
+        kernel: nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        proc_connector: true,
+        fanotify: fanotify_state,
+        cgroup: cgroup_version().into(),
+        netlink_rcvbuf: lp.conn.rcvbuf(),
+    };
+    let kept =
+        privilege::drop_capabilities(lp.capture.is_some()).context("dropping capabilities")?;
     log::info!("capabilities kept: {}", kept.join(" "));
+    lp.kept_caps = kept;
     eprintln!(
         "execsentry: ready (capture={mode}, rules={}, processes={})",
         lp.pipeline.rules.len(),
@@ -173,26 +213,53 @@ pub fn run(opts: RunOptions) -> Result<()> {
     lp.run(&mut signals)
 }
 
-/// `auto` takes fanotify when the kernel and our capabilities allow and
-/// says why not otherwise; `fanotify` insists; `proc` never tries.
-fn open_capture(cfg: &Config) -> Result<Option<FanotifyCapture>> {
+/// Opens the fanotify capture as `sensor.capture` asks; see
+/// [`choose_capture`]. Returns the capture and what `status` reports.
+fn open_capture(cfg: &Config) -> Result<(Option<FanotifyCapture>, String)> {
     let opts = CaptureOptions {
         max_args_bytes: cfg.sensor.max_args_bytes,
         max_args: MAX_ARGS,
         enforce: false,
     };
-    match cfg.sensor.capture.as_str() {
-        "proc" => Ok(None),
-        "fanotify" => FanotifyCapture::open(opts)
-            .map(Some)
-            .map_err(|e| SetupError(format!("fanotify capture: {e}")).into()),
-        _ => match FanotifyCapture::open(opts) {
-            Ok(c) => Ok(Some(c)),
-            Err(e) => {
-                log::warn!("fanotify capture unavailable ({e}); using the proc connector alone");
-                Ok(None)
-            }
-        },
+    let mode = cfg.sensor.capture.as_str();
+    let opened = (mode != "proc").then(|| FanotifyCapture::open(opts));
+    Ok(choose_capture(mode, opened)?)
+}
+
+/// PURE. `auto` takes fanotify when the kernel and our capabilities allow
+/// and says why not otherwise (old kernels answer EINVAL, kernels without
+/// fanotify ENOSYS, a missing CAP_SYS_ADMIN EPERM); `fanotify` insists;
+/// `proc` never tries.
+pub fn choose_capture<C>(
+    mode: &str,
+    opened: Option<Result<C, FanotifyError>>,
+) -> Result<(Option<C>, String), SetupError> {
+    match (mode, opened) {
+        ("proc", _) | (_, None) => Ok((None, "off".into())),
+        (_, Some(Ok(c))) => Ok((Some(c), "active".into())),
+        ("fanotify", Some(Err(e))) => Err(SetupError(format!("fanotify capture: {e}"))),
+        (_, Some(Err(e))) => {
+            log::warn!("fanotify capture unavailable ({e}); using the proc connector alone");
+            Ok((None, format!("unavailable: {e}")))
+        }
+    }
+}
+
+/// `v2` (unified), `hybrid` (v1 with a unified hierarchy beside it) or
+/// `v1`, from the filesystem mounted at /sys/fs/cgroup.
+fn cgroup_version() -> &'static str {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    let magic = |p: &str| {
+        nix::sys::statfs::statfs(p)
+            .map(|s| s.filesystem_type().0 as i64)
+            .ok()
+    };
+    if magic("/sys/fs/cgroup") == Some(CGROUP2_SUPER_MAGIC) {
+        "v2"
+    } else if magic("/sys/fs/cgroup/unified") == Some(CGROUP2_SUPER_MAGIC) {
+        "hybrid"
+    } else {
+        "v1"
     }
 }
 
@@ -245,6 +312,14 @@ struct Loop {
     /// Reused buffer for one drain of the capture.
     captured: Vec<ExecCapture>,
     marked_containers: HashSet<String>,
+    control: Option<ControlServer>,
+    started_at: String,
+    features: Features,
+    kept_caps: Vec<String>,
+    tamper_alerts: u64,
+    /// The last rule/config ownership finding, so each is alerted once.
+    file_finding: Option<String>,
+    last_file_check: Instant,
 }
 
 enum Control {
@@ -318,6 +393,7 @@ impl Loop {
                 match ev.token() {
                     NETLINK => self.drain_netlink(),
                     FANOTIFY => self.drain_fanotify(),
+                    CONTROL => self.serve_status(),
                     MOUNTS => {
                         if let Some(c) = self.capture.as_mut() {
                             c.remark();
@@ -343,6 +419,10 @@ impl Loop {
                 self.pipeline.table.expire(now_ms);
                 self.pending.expire(now_ms);
                 self.log_counters(false);
+                if self.last_file_check.elapsed() >= FILE_CHECK_EVERY {
+                    self.last_file_check = Instant::now();
+                    self.check_files();
+                }
             }
         }
     }
@@ -399,6 +479,13 @@ impl Loop {
     fn on_kernel(&mut self, ev: wire::KernelEvent) {
         let now_ms = self.now_ms();
         let outcome = match ev {
+            wire::KernelEvent::Ptrace {
+                tgid, tracer_tgid, ..
+            } if tgid == std::process::id() && tracer_tgid != 0 => {
+                let detail = format!("ptrace attach by pid {tracer_tgid}");
+                self.tamper(Tamper::Ptrace, tracer_tgid, &detail);
+                None
+            }
             wire::KernelEvent::Exec { tgid, .. } => {
                 // The permission event may still sit unread in the fanotify
                 // queue: the exec event can overtake it.
@@ -446,7 +533,11 @@ impl Loop {
         while let Ok(Some(info)) = signals.read_signal() {
             match Signal::try_from(info.ssi_signo as i32) {
                 Ok(Signal::SIGHUP) => self.reload(),
-                Ok(Signal::SIGTERM | Signal::SIGINT) => return Control::Stop,
+                Ok(sig @ (Signal::SIGTERM | Signal::SIGINT)) => {
+                    let detail = format!("{sig} from pid {} (uid {})", info.ssi_pid, info.ssi_uid);
+                    self.tamper(Tamper::Signal(sig as i32), info.ssi_pid, &detail);
+                    return Control::Stop;
+                }
                 _ => {}
             }
         }
@@ -457,17 +548,13 @@ impl Loop {
     /// file keeps the running rule set.
     fn reload(&mut self) {
         self.outputs.reopen();
-        let paths = match (&self.cli_rules, &self.opts_config) {
-            (Some(r), _) => r.clone(),
-            (None, Some(path)) => match Config::load(path) {
-                Ok(c) => c.sensor.rules,
-                Err(e) => {
-                    log::error!("reload: {e}; keeping the running configuration");
-                    return;
-                }
-            },
-            (None, None) => Config::default().sensor.rules,
-        };
+        if let (None, Some(path)) = (&self.cli_rules, &self.opts_config)
+            && let Err(e) = Config::load(path)
+        {
+            log::error!("reload: {e}; keeping the running configuration");
+            return;
+        }
+        let paths = self.rule_paths();
         match load_rules(&paths) {
             Ok(r) => {
                 log::info!("reloaded {} rules", r.len());
@@ -483,55 +570,123 @@ impl Loop {
         let lossy = |c: &Counters| (c.overruns, c.decode_errors, c.partial_events);
         let due = self.last_stats.elapsed() >= STATS_EVERY;
         if always || (due && lossy(&c) != lossy(&self.last_reported)) {
-            let t = self.pipeline.table.stats();
-            let sinks: Vec<String> = self
-                .outputs
+            let line: Vec<String> = self
                 .counters()
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
-            let fan = self
-                .capture
-                .as_ref()
-                .map(|c| {
-                    let f = c.stats();
-                    let p = self.pending.stats;
-                    format!(
-                        " fanotify.events={} fanotify.answered={} fanotify.watchdog_answers={} \
-                         fanotify.argv_read_errors={} fanotify.running_misses={} \
-                         fanotify.mark_errors={} captures.matched={} captures.expired={} \
-                         captures.dropped={}",
-                        f.events,
-                        f.answered,
-                        f.watchdog_answers,
-                        f.argv_read_errors,
-                        f.syscall_running_misses,
-                        f.mark_errors,
-                        p.matched,
-                        p.expired,
-                        p.dropped_full
-                    )
-                })
-                .unwrap_or_default();
-            log::info!(
-                "stats: execs={} forks={} exits={} alerts={} overruns={} decode_errors={} \
-                 partial_events={} args_truncated={} rescans={} table_live={} table_evictions={} {}{}",
-                c.execs,
-                c.forks,
-                c.exits,
-                c.alerts,
-                c.overruns,
-                c.decode_errors,
-                c.partial_events,
-                c.args_truncated,
-                c.rescans,
-                t.live,
-                t.evictions,
-                sinks.join(" "),
-                fan
-            );
+            log::info!("stats: {}", line.join(" "));
             self.last_reported = c;
             self.last_stats = Instant::now();
+        }
+    }
+
+    /// Every counter, by stable name: pipeline and caches first, then the
+    /// capture and the outputs.
+    fn counters(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        self.pipeline.counter_map(&mut out);
+        if let Some(c) = &self.capture {
+            let f = c.stats();
+            let p = self.pending.stats;
+            for (k, v) in [
+                ("fanotify.events", f.events),
+                ("fanotify.answered", f.answered),
+                ("fanotify.denied", f.denied),
+                ("fanotify.watchdog_answers", f.watchdog_answers),
+                ("fanotify.argv_read_errors", f.argv_read_errors),
+                ("fanotify.running_misses", f.syscall_running_misses),
+                ("fanotify.marks", f.marks),
+                ("fanotify.mark_errors", f.mark_errors),
+                ("captures.matched", p.matched),
+                ("captures.expired", p.expired),
+                ("captures.dropped", p.dropped_full),
+            ] {
+                out.insert(k.to_string(), v);
+            }
+        }
+        out.extend(self.outputs.counters());
+        out.insert("tamper_alerts".into(), self.tamper_alerts);
+        out
+    }
+
+    /// `execsentry status`: everything above plus what was chosen at start.
+    fn status(&self) -> Status {
+        let counters = self.counters();
+        let up = self.started.elapsed();
+        let execs = counters.get("execs").copied().unwrap_or(0);
+        let evals = self.pipeline.counters.execs.max(1);
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            started: self.started_at.clone(),
+            uptime_secs: up.as_secs(),
+            capture: if self.capture.is_some() {
+                "fanotify"
+            } else {
+                "proc"
+            }
+            .into(),
+            features: self.features.clone(),
+            capabilities: self.kept_caps.clone(),
+            rules: self.pipeline.rules.len(),
+            rule_eval_ns: self.pipeline.counters.rule_eval_ns / evals,
+            execs_per_sec: execs as f64 / up.as_secs_f64().max(1e-3),
+            counters,
+        }
+    }
+
+    fn serve_status(&mut self) {
+        let reply = match serde_json::to_vec(&self.status()) {
+            Ok(mut v) => {
+                v.push(b'\n');
+                v
+            }
+            Err(_) => return,
+        };
+        if let Some(c) = self.control.as_mut() {
+            c.serve(&reply);
+        }
+    }
+
+    /// Someone went for the sensor: alert with the actor's process facts.
+    fn tamper(&mut self, what: Tamper, actor_pid: u32, detail: &str) {
+        let actor = if actor_pid == 0 {
+            crate::event::Event::default()
+        } else {
+            self.pipeline.describe(actor_pid)
+        };
+        let alert = tamper::alert(actor, what, detail);
+        log::warn!("{}", alert.message.as_deref().unwrap_or_default());
+        self.tamper_alerts += 1;
+        self.outputs.emit(&alert);
+    }
+
+    /// Rules and configuration decide what the sensor reports: raise an
+    /// alert (once per distinct finding) when they become writable by
+    /// someone other than root.
+    fn check_files(&mut self) {
+        let mut paths = self.rule_paths();
+        paths.extend(self.opts_config.clone());
+        paths.retain(|p| p.exists());
+        let finding = privilege::check_owned_by_root(&paths)
+            .err()
+            .map(|e| e.to_string());
+        if finding != self.file_finding {
+            if let Some(f) = &finding {
+                self.tamper(Tamper::Files, 0, f);
+            }
+            self.file_finding = finding;
+        }
+    }
+
+    fn rule_paths(&self) -> Vec<PathBuf> {
+        match (&self.cli_rules, &self.opts_config) {
+            (Some(r), _) => r.clone(),
+            (None, Some(path)) => Config::load(path)
+                .map(|c| c.sensor.rules)
+                .unwrap_or_default(),
+            (None, None) => Config::default().sensor.rules,
         }
     }
 }
@@ -546,5 +701,51 @@ fn poll_retrying(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             r => return r,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(errno: i32) -> FanotifyError {
+        let e = io::Error::from_raw_os_error(errno);
+        match errno {
+            libc::ENOSYS => FanotifyError::NoFanotify(e),
+            libc::EPERM => FanotifyError::NeedsCapSysAdmin {
+                op: "fanotify_init",
+                source: e,
+            },
+            _ => FanotifyError::NoExecPermission(e),
+        }
+    }
+
+    #[test]
+    fn auto_falls_back_to_proc_and_says_why_on_old_kernels() {
+        for errno in [libc::EINVAL, libc::ENOSYS, libc::EPERM] {
+            let (c, state) = choose_capture::<()>("auto", Some(Err(refused(errno)))).unwrap();
+            assert!(c.is_none());
+            assert!(state.starts_with("unavailable: "), "{state}");
+        }
+        let (_, state) = choose_capture::<()>("auto", Some(Err(refused(libc::EINVAL)))).unwrap();
+        assert!(state.contains("older than 5.0"), "{state}");
+    }
+
+    #[test]
+    fn fanotify_mode_refuses_to_run_without_it() {
+        let err = choose_capture::<()>("fanotify", Some(Err(refused(libc::EPERM)))).unwrap_err();
+        assert!(err.0.contains("CAP_SYS_ADMIN"), "{}", err.0);
+    }
+
+    #[test]
+    fn proc_mode_never_opens_and_auto_takes_what_opened() {
+        assert_eq!(
+            choose_capture::<u8>("proc", None).unwrap(),
+            (None, "off".into())
+        );
+        assert_eq!(
+            choose_capture("auto", Some(Ok(7u8))).unwrap(),
+            (Some(7), "active".into())
+        );
     }
 }

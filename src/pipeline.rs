@@ -110,6 +110,41 @@ impl Pipeline {
             .upsert(key, parent, enrich::image_of(&ev, container));
     }
 
+    /// Every counter of the pipeline and the caches it owns, by name. The
+    /// names are stable: the `stats:` line and `execsentry status` use them.
+    pub fn counter_map(&self, out: &mut std::collections::BTreeMap<String, u64>) {
+        let c = &self.counters;
+        let t = self.table.stats();
+        let m = &self.metadata.counters;
+        let i = self.identity.stats();
+        for (k, v) in [
+            ("execs", c.execs),
+            ("forks", c.forks),
+            ("exits", c.exits),
+            ("alerts", c.alerts),
+            ("overruns", c.overruns),
+            ("decode_errors", c.decode_errors),
+            ("partial_events", c.partial_events),
+            ("args_truncated", c.args_truncated),
+            ("rescans", c.rescans),
+            ("table_live", t.live as u64),
+            ("table_evictions", t.evictions),
+            ("metadata.hits", m.hits),
+            ("metadata.loads", m.loads),
+            ("metadata.misses", m.misses),
+            ("metadata.errors", m.errors),
+            ("metadata.oversize", m.oversize),
+            ("metadata.evictions", m.evictions),
+            ("identity.hits", i.hits),
+            ("identity.misses", i.misses),
+            ("identity.parse_errors", i.parse_errors),
+            ("identity.unreadable", i.unreadable),
+            ("identity.evictions", i.evictions),
+        ] {
+            out.insert(k.to_string(), v);
+        }
+    }
+
     /// Describes a live process as an event (for tamper alerts: the actor),
     /// without counting it as an exec.
     pub fn describe(&mut self, pid: u32) -> Event {

@@ -51,16 +51,18 @@ pub struct Features {
 impl Status {
     /// The counters that mean something was lost or degraded.
     pub fn losses(&self) -> impl Iterator<Item = (&String, &u64)> {
-        self.counters
-            .iter()
-            .filter(|(k, v)| **v > 0 && is_loss(k))
+        self.counters.iter().filter(|(k, v)| **v > 0 && is_loss(k))
     }
 
     /// One `key: value` line each, for people.
     pub fn render(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "execsentry {} (pid {})", self.version, self.pid);
-        let _ = writeln!(s, "started:       {} (up {} s)", self.started, self.uptime_secs);
+        let _ = writeln!(
+            s,
+            "started:       {} (up {} s)",
+            self.started, self.uptime_secs
+        );
         let _ = writeln!(s, "capture:       {}", self.capture);
         let f = &self.features;
         let _ = writeln!(
@@ -218,7 +220,10 @@ mod tests {
         let l: Vec<&String> = st.losses().map(|(k, _)| k).collect();
         assert_eq!(l, ["overruns", "syslog.dropped"]);
         let text = st.render();
-        assert!(text.contains("losses:        overruns=2 syslog.dropped=3"), "{text}");
+        assert!(
+            text.contains("losses:        overruns=2 syslog.dropped=3"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
@@ -91,7 +91,12 @@ pub struct FanotifyStats {
     pub events: u64,
     pub answered: u64,
     pub denied: u64,
+    /// Events answered without argv because their task never parked
+    /// within [`DEFER_BUDGET`] (or the deferred set was full).
     pub syscall_running_misses: u64,
+    /// Events deferred because their task read `running` at first; most
+    /// are captured on a retry.
+    pub deferred: u64,
     pub argv_read_errors: u64,
     pub watchdog_answers: u64,
     pub marks: u64,
@@ -126,9 +131,20 @@ pub enum FanotifyError {
 /// events only.
 const METADATA_LEN: usize = 24;
 const FANOTIFY_METADATA_VERSION: u8 = 3;
-/// How long a task still shown `running` is re-read before giving up; well
-/// below the watchdog's deadline.
-const RUNNING_BUDGET: std::time::Duration = std::time::Duration::from_micros(1500);
+/// How long an event whose task still reads `running` may stay deferred
+/// before it is allowed without argv: the exec latency we accept to add,
+/// kept below the watchdog's [`watchdog::ANSWER_AFTER`] so the loop, not
+/// the watchdog, gives the answer.
+const DEFER_BUDGET: Duration = Duration::from_millis(2);
+/// Retry period of a deferred event. The timer is a timerfd, so it is not
+/// rounded to the poll timeout's milliseconds.
+const RETRY_EVERY: Duration = Duration::from_micros(200);
+/// Most events deferred at once; beyond, a `running` task costs its argv.
+/// Below [`SLOTS`] so a batch always has slots to read into.
+const DEFER_MAX: usize = 16;
+/// Whether to `sched_yield` once when a task reads `running` before
+/// deferring it (see the measurements in the module doc).
+const YIELD_BEFORE_DEFER: bool = true;
 /// Threads of one process scanned for the one inside execve.
 const MAX_THREADS_SCANNED: usize = 64;
 /// Recent execs remembered for the per-execve dedup.
@@ -181,8 +197,34 @@ struct ExecKey {
 /// An event of the current batch between its answer and its push.
 struct InFlight {
     fd: RawFd,
+    /// Its watchdog slot, and the word that claims it.
+    slot: usize,
     slot_word: u64,
     capture: Option<ExecCapture>,
+    /// Moved to the deferred set: neither answered nor closed.
+    deferred: bool,
+}
+
+/// An event read while its task had not parked yet (`/proc/<pid>/syscall`
+/// said `running`): unanswered, its fd open and its watchdog slot still
+/// PENDING, so the watchdog remains the safety net.
+#[derive(Clone, Copy)]
+struct Deferred {
+    ev: RawEvent,
+    slot: usize,
+    slot_word: u64,
+    read_at: Instant,
+    next_try: Instant,
+    /// Past this, allowed without argv.
+    deadline: Instant,
+}
+
+/// What inspecting an event found.
+enum Inspected {
+    /// The task has not parked yet; try again later.
+    Running,
+    /// Done: a capture, or `None` for an extra open or an unreadable task.
+    Done(Option<ExecCapture>),
 }
 
 /// The fanotify exec-permission capture.
@@ -198,6 +240,13 @@ pub struct FanotifyCapture {
     recent: HashMap<u32, ExecKey>,
     buf: Vec<u64>,
     batch: Vec<InFlight>,
+    deferred: Vec<Deferred>,
+    /// Bit i set: watchdog slot i is free (no event fd of ours in it).
+    free_slots: u64,
+    /// One-shot timer for the deferred events' retries, registered under
+    /// the events token.
+    timer: OwnedFd,
+    timer_armed: bool,
     latencies_ns: Vec<u32>,
     latency_next: usize,
 }
@@ -249,6 +298,21 @@ impl FanotifyCapture {
             op: "open /proc/self/mountinfo",
             source,
         })?;
+        // SAFETY: plain system call; the result is checked.
+        let tfd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if tfd < 0 {
+            return Err(FanotifyError::Io {
+                op: "timerfd_create",
+                source: io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: a fresh fd we own.
+        let timer = unsafe { OwnedFd::from_raw_fd(tfd) };
         let mut c = FanotifyCapture {
             watchdog: None,
             group,
@@ -259,6 +323,10 @@ impl FanotifyCapture {
             recent: HashMap::new(),
             buf: vec![0u64; SLOTS * METADATA_LEN / 8],
             batch: Vec::with_capacity(SLOTS),
+            deferred: Vec::with_capacity(DEFER_MAX),
+            free_slots: u64::MAX >> (64 - SLOTS),
+            timer,
+            timer_armed: false,
             latencies_ns: Vec::new(),
             latency_next: 0,
         };
@@ -283,8 +351,9 @@ impl FanotifyCapture {
         Ok(c)
     }
 
-    /// Registers the group fd (readable) and the mountinfo fd (`POLLPRI`:
-    /// the mount table changed) with the two tokens given.
+    /// Registers the group fd and the retry timer of deferred events
+    /// (readable: call [`drain`](Self::drain)) under `events`, and the
+    /// mountinfo fd (`POLLPRI`: the mount table changed) under `mounts`.
     pub fn register(
         &mut self,
         registry: &Registry,
@@ -297,17 +366,31 @@ impl FanotifyCapture {
             Interest::READABLE,
         )?;
         registry.register(
+            &mut SourceFd(&self.timer.as_raw_fd()),
+            events,
+            Interest::READABLE,
+        )?;
+        registry.register(
             &mut SourceFd(&self.mountinfo.as_raw_fd()),
             mounts,
             Interest::PRIORITY,
         )
     }
 
-    /// Reads every pending event until `WouldBlock`. For each exec: reads
+    /// Handles everything due: every pending event until `WouldBlock`, and
+    /// the deferred events whose retry time has come. For each exec: reads
     /// argv, answers (after `decide`, only consulted with `enforce`; it must
     /// be cheap), and only then pushes the capture to `out`. Loader and
     /// interpreter opens of an execve already captured are answered and
     /// counted, not pushed.
+    ///
+    /// An event whose task still reads `running` (it queued the event but
+    /// was preempted before parking) is not waited for here: it stays
+    /// unanswered in a small deferred set and is retried every
+    /// [`RETRY_EVERY`], by later calls. The retry timer is registered under
+    /// the events token (see [`register`](Self::register)), so a caller
+    /// that calls `drain` whenever that token is ready needs nothing else;
+    /// [`next_retry`](Self::next_retry) tells when the next one is due.
     pub fn drain(
         &mut self,
         decide: &mut dyn FnMut(&ExecCapture) -> Verdict,
@@ -316,13 +399,45 @@ impl FanotifyCapture {
         if let Some(wd) = &self.watchdog {
             wd.drain_started();
         }
+        // Older events first: they are the closest to their deadline.
+        self.retry_deferred(decide, out);
+        self.read_events(decide, out);
+        // Reading the batch gave deferred tasks time to park.
+        self.retry_deferred(decide, out);
+        self.arm_timer();
+    }
+
+    /// When the earliest deferred event is due for a retry (or its
+    /// deadline); `None` when nothing is deferred. The capture's own timer
+    /// already wakes the events token then; this is for callers that poll
+    /// the group fd by other means.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.deferred
+            .iter()
+            .map(|d| d.next_try.min(d.deadline))
+            .min()
+    }
+
+    /// Events read from the group fd, in batches of at most the free
+    /// watchdog slots (deferred events keep theirs).
+    fn read_events(
+        &mut self,
+        decide: &mut dyn FnMut(&ExecCapture) -> Verdict,
+        out: &mut Vec<ExecCapture>,
+    ) {
         loop {
-            // SAFETY: reading into our own buffer of the given byte length.
+            let free = self.free_slots.count_ones() as usize;
+            if free == 0 {
+                // Unreachable while DEFER_MAX < SLOTS; the events stay
+                // queued for the next call (or the watchdog) if it were.
+                return;
+            }
+            // SAFETY: reading into our own buffer, at most its byte length.
             let n = unsafe {
                 libc::read(
                     self.group.as_raw_fd(),
                     self.buf.as_mut_ptr().cast(),
-                    self.buf.len() * 8,
+                    (free * METADATA_LEN).min(self.buf.len() * 8),
                 )
             };
             let n = match usize::try_from(n) {
@@ -353,64 +468,194 @@ impl FanotifyCapture {
                 if ev.fd < 0 {
                     // FAN_NOFD: a queue overflow; nothing to answer.
                     log::warn!("fanotify queue overflow");
-                } else if count < SLOTS {
+                } else if count < free {
                     evs[count] = ev;
                     count += 1;
+                } else {
+                    // Cannot happen (the read was sized to `free`); never
+                    // leave a permission event unanswered all the same.
+                    watchdog::allow(self.group.as_raw_fd(), ev.fd);
+                    // SAFETY: the fd was installed for us by this read.
+                    drop(unsafe { OwnedFd::from_raw_fd(ev.fd) });
                 }
             }
             let evs = &evs[..count];
             self.buf = buf;
             // Publish the whole batch to the watchdog before working on any
             // of it: the last event waits for the others' argv reads.
-            self.batch.clear();
-            for (i, ev) in evs.iter().enumerate() {
+            let mut batch = std::mem::take(&mut self.batch);
+            batch.clear();
+            for ev in evs {
+                let slot = self.take_slot();
                 let slot_word = match &mut self.watchdog {
-                    Some(wd) => wd.publish(i, ev.fd),
+                    Some(wd) => wd.publish(slot, ev.fd),
                     None => 0,
                 };
-                self.batch.push(InFlight {
+                batch.push(InFlight {
                     fd: ev.fd,
+                    slot,
                     slot_word,
                     capture: None,
+                    deferred: false,
                 });
             }
-            // Phase 1: read, decide, answer. Nothing else.
-            for (i, ev) in evs.iter().enumerate() {
+            // Phase 1: read, decide, answer, or defer. Nothing else.
+            for (ev, inflight) in evs.iter().zip(batch.iter_mut()) {
                 self.stats.events += 1;
-                let capture = self.inspect(ev);
+                let may_defer = self.deferred.len() < DEFER_MAX;
+                let capture = match self.inspect(ev, may_defer) {
+                    Inspected::Running => {
+                        self.stats.deferred += 1;
+                        inflight.deferred = true;
+                        self.deferred.push(Deferred {
+                            ev: *ev,
+                            slot: inflight.slot,
+                            slot_word: inflight.slot_word,
+                            read_at: t_read,
+                            next_try: Instant::now() + RETRY_EVERY,
+                            deadline: t_read + DEFER_BUDGET,
+                        });
+                        continue;
+                    }
+                    Inspected::Done(c) => c,
+                };
                 let verdict = match &capture {
                     Some(c) if self.opts.enforce && c.args_read => decide(c),
                     _ => Verdict::Allow,
                 };
-                let given = self.answer(i, verdict);
-                let ns = u32::try_from(t_read.elapsed().as_nanos()).unwrap_or(u32::MAX);
-                self.record_latency(ns);
-                self.batch[i].capture = capture.map(|mut c| {
+                let given = self.answer(inflight.fd, inflight.slot, inflight.slot_word, verdict);
+                self.record_latency(t_read);
+                inflight.capture = capture.map(|mut c| {
                     c.verdict = given;
                     c
                 });
             }
             // Phase 2: everything that can wait, then close the event fds.
-            for inflight in self.batch.drain(..) {
-                if let Some(mut c) = inflight.capture {
-                    // SAFETY: the event fd is open until the close below.
-                    let fd = unsafe { BorrowedFd::borrow_raw(inflight.fd) };
-                    c.interpreter = shebang(fd);
-                    out.push(c);
+            for inflight in batch.drain(..) {
+                if !inflight.deferred {
+                    self.finish(inflight.fd, inflight.slot, inflight.capture, out);
                 }
-                // SAFETY: the fd was installed for us by the read and the
-                // watchdog is done with it (`answer` released the slot).
-                drop(unsafe { OwnedFd::from_raw_fd(inflight.fd) });
             }
+            self.batch = batch;
         }
     }
 
-    /// Answers event `i` of the batch unless the watchdog did; returns what
-    /// the kernel got.
-    fn answer(&mut self, i: usize, verdict: Verdict) -> Verdict {
-        let InFlight { fd, slot_word, .. } = self.batch[i];
+    /// Re-reads the deferred events that are due: answers those whose task
+    /// has parked (with argv) or whose deadline passed (without); the rest
+    /// wait for the next retry.
+    fn retry_deferred(
+        &mut self,
+        decide: &mut dyn FnMut(&ExecCapture) -> Verdict,
+        out: &mut Vec<ExecCapture>,
+    ) {
+        let mut i = 0;
+        while i < self.deferred.len() {
+            let d = self.deferred[i];
+            let now = Instant::now();
+            let late = now >= d.deadline;
+            if now < d.next_try && !late {
+                i += 1;
+                continue;
+            }
+            // After the watchdog's answer the task went on with its exec:
+            // its syscall and memory no longer describe this event.
+            let taken = self
+                .watchdog
+                .as_ref()
+                .is_some_and(|wd| !wd.is_pending(d.slot, d.slot_word));
+            let capture = if taken {
+                self.stats.syscall_running_misses += 1;
+                self.stats.argv_read_errors += 1;
+                None
+            } else {
+                match self.inspect(&d.ev, !late) {
+                    Inspected::Running => {
+                        self.deferred[i].next_try = now + RETRY_EVERY;
+                        i += 1;
+                        continue;
+                    }
+                    Inspected::Done(c) => c,
+                }
+            };
+            self.deferred.swap_remove(i);
+            let verdict = match &capture {
+                Some(c) if self.opts.enforce && c.args_read => decide(c),
+                _ => Verdict::Allow,
+            };
+            // The CAS in `answer` settles a watchdog answer given since the
+            // check above: no second answer, and the fd stays open until
+            // the watchdog has written its response.
+            let given = self.answer(d.ev.fd, d.slot, d.slot_word, verdict);
+            self.record_latency(d.read_at);
+            let capture = capture.map(|mut c| {
+                c.verdict = given;
+                c
+            });
+            self.finish(d.ev.fd, d.slot, capture, out);
+        }
+    }
+
+    /// After the answer: the interpreter, the push, and the fd's close,
+    /// which frees its slot for the next batch.
+    fn finish(
+        &mut self,
+        fd: RawFd,
+        slot: usize,
+        capture: Option<ExecCapture>,
+        out: &mut Vec<ExecCapture>,
+    ) {
+        if let Some(mut c) = capture {
+            // SAFETY: the event fd is open until the close below.
+            let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
+            c.interpreter = shebang(bfd);
+            out.push(c);
+        }
+        // SAFETY: the fd was installed for us by the read and the watchdog
+        // is done with it (`answer` released the slot).
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        self.free_slots |= 1 << slot;
+    }
+
+    /// The lowest free watchdog slot; the caller checked there is one.
+    fn take_slot(&mut self) -> usize {
+        let slot = self.free_slots.trailing_zeros() as usize;
+        self.free_slots &= !(1 << slot);
+        slot
+    }
+
+    /// Sets the retry timer to [`next_retry`](Self::next_retry), or
+    /// disarms it. Setting also resets its expiry count, so a fired timer
+    /// needs no read.
+    fn arm_timer(&mut self) {
+        let next = self.next_retry();
+        if next.is_none() && !self.timer_armed {
+            return;
+        }
+        let mut spec: libc::itimerspec = unsafe { std::mem::zeroed() };
+        if let Some(at) = next {
+            // A zero value would disarm: at least 1 µs.
+            let d = at
+                .saturating_duration_since(Instant::now())
+                .max(std::time::Duration::from_micros(1));
+            spec.it_value.tv_sec = d.as_secs() as libc::time_t;
+            spec.it_value.tv_nsec = libc::c_long::from(d.subsec_nanos() as i32);
+        }
+        // SAFETY: our timerfd and a local itimerspec.
+        let r = unsafe {
+            libc::timerfd_settime(self.timer.as_raw_fd(), 0, &spec, std::ptr::null_mut())
+        };
+        if r != 0 {
+            // The next event or the watchdog still moves deferred ones on.
+            log::debug!("timerfd_settime: {}", io::Error::last_os_error());
+        }
+        self.timer_armed = next.is_some();
+    }
+
+    /// Answers event `fd` in watchdog slot `slot` unless the watchdog did;
+    /// returns what the kernel got.
+    fn answer(&mut self, fd: RawFd, slot: usize, slot_word: u64, verdict: Verdict) -> Verdict {
         let ours = match &self.watchdog {
-            Some(wd) => wd.claim(i, slot_word) == Claim::Loop,
+            Some(wd) => wd.claim(slot, slot_word) == Claim::Loop,
             None => true,
         };
         let given = if ours {
@@ -431,26 +676,47 @@ impl FanotifyCapture {
             Verdict::Allow
         };
         if let Some(wd) = &self.watchdog {
-            wd.release(i, slot_word);
+            wd.release(slot, slot_word);
         }
         given
     }
 
-    /// Reads what the parked task tells about its exec. `None` for an extra
-    /// open (loader, interpreter) of an execve already captured, or an event
-    /// from a task outside our pid namespace.
-    fn inspect(&mut self, ev: &RawEvent) -> Option<ExecCapture> {
+    /// Reads what the parked task tells about its exec. `Done(None)` for
+    /// an extra open (loader, interpreter) of an execve already captured,
+    /// or an event from a task outside our pid namespace. `Running` (only
+    /// if `may_defer`) when the task has not parked yet; without
+    /// `may_defer` such a task is reported without argv and counted.
+    fn inspect(&mut self, ev: &RawEvent, may_defer: bool) -> Inspected {
         let Ok(pid) = u32::try_from(ev.pid) else {
             self.stats.argv_read_errors += 1;
-            return None;
+            return Inspected::Done(None);
         };
         if pid == 0 {
             // The task is in a pid namespace we cannot see into.
             self.stats.argv_read_errors += 1;
-            return None;
+            return Inspected::Done(None);
         }
-        let file = file_id(ev.fd);
         let (state, tid) = self.syscall_of(pid);
+        let state = match state {
+            Some(SyscallState::Running) if may_defer => return Inspected::Running,
+            Some(SyscallState::Running) => {
+                self.stats.syscall_running_misses += 1;
+                None
+            }
+            other => other,
+        };
+        Inspected::Done(self.capture_of(ev, pid, state, tid))
+    }
+
+    /// The capture of an event whose task's syscall state was read.
+    fn capture_of(
+        &mut self,
+        ev: &RawEvent,
+        pid: u32,
+        state: Option<SyscallState>,
+        tid: u32,
+    ) -> Option<ExecCapture> {
+        let file = file_id(ev.fd);
         let call = state.and_then(remote::exec_call);
         let mut cap = ExecCapture {
             pid,
@@ -522,39 +788,25 @@ impl FanotifyCapture {
         }
     }
 
-    /// `/proc/<pid>/syscall`, retried while the task is still `running`
-    /// (it has queued the event but not parked yet). When another thread
-    /// than the leader execs, the leader is not in execve: the threads are
-    /// scanned for the one that is. Returns the state and the task to read.
+    /// `/proc/<pid>/syscall`. When another thread than the leader execs,
+    /// the leader is not in execve: the threads are scanned for the one
+    /// that is. Returns the state and the task to read; `Running` when no
+    /// thread is in execve and the leader has not parked yet (it queued the
+    /// event but was preempted): never waited for here, the caller defers.
     fn syscall_of(&mut self, pid: u32) -> (Option<SyscallState>, u32) {
         let path = format!("/proc/{pid}/syscall");
-        let started = Instant::now();
-        let mut tries = 0u32;
-        let state = loop {
-            match read_small(&path)
+        let read = || {
+            read_small(&path)
                 .ok()
                 .and_then(|t| remote::parse_syscall(&t))
-            {
-                Some(SyscallState::Running) if started.elapsed() < RUNNING_BUDGET => {
-                    // The task queued the event but has not parked yet. On a
-                    // small machine our wake-up often preempted it on its
-                    // CPU: spinning cannot help then, sleeping does.
-                    tries += 1;
-                    if tries < 8 {
-                        std::hint::spin_loop();
-                    } else if tries < 16 {
-                        std::thread::yield_now();
-                    } else {
-                        std::thread::sleep(std::time::Duration::from_micros(20));
-                    }
-                }
-                Some(SyscallState::Running) => {
-                    self.stats.syscall_running_misses += 1;
-                    break None;
-                }
-                other => break other,
-            }
         };
+        let mut state = read();
+        if YIELD_BEFORE_DEFER && state == Some(SyscallState::Running) {
+            // Our wake-up often preempted the task on its CPU: giving the
+            // CPU back once lets it park (microseconds) before we defer.
+            std::thread::yield_now();
+            state = read();
+        }
         if state.and_then(remote::exec_call).is_some() {
             return (state, pid);
         }
@@ -727,7 +979,9 @@ impl FanotifyCapture {
         Some((at(0.5), at(0.99)))
     }
 
-    fn record_latency(&mut self, ns: u32) {
+    /// Records the time from `read_at` (the event's read) to now.
+    fn record_latency(&mut self, read_at: Instant) {
+        let ns = u32::try_from(read_at.elapsed().as_nanos()).unwrap_or(u32::MAX);
         if self.latencies_ns.len() < LATENCY_SAMPLES {
             self.latencies_ns.push(ns);
         } else {
@@ -739,10 +993,18 @@ impl FanotifyCapture {
 
 impl Drop for FanotifyCapture {
     fn drop(&mut self) {
+        if std::env::var_os("ES_TMP_STATS").is_some() { let st = self.stats(); eprintln!("TMPSTATS deferred={} misses={} wd={} wd_take={} lat={:?} ev={}", st.deferred, st.syscall_running_misses, st.watchdog_answers, self.watchdog.as_ref().map_or(0, |w| w.takeover_answers()), self.answer_latency_us(), st.events); }
         // Stop the watchdog first: it writes to the group fd by number.
         // Closing the group fd then makes the kernel allow every pending
         // event and remove our marks.
         self.watchdog.take();
+        // Deferred events too would be allowed by that close; answering
+        // them first releases their tasks without depending on it.
+        for d in std::mem::take(&mut self.deferred) {
+            watchdog::allow(self.group.as_raw_fd(), d.ev.fd);
+            // SAFETY: an event fd of ours, closed once.
+            drop(unsafe { OwnedFd::from_raw_fd(d.ev.fd) });
+        }
     }
 }
 

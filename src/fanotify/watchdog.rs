@@ -26,6 +26,17 @@
 //! - the loop closes the event fd only after the slot is back to free; if
 //!   the watchdog won, the loop first waits for `(gen, WATCHDOG_DONE)`, so
 //!   the number the watchdog writes is still open and still this event's.
+//!
+//! ## Deferred events
+//! The loop may leave an event whose task has not parked yet unanswered
+//! across `drain` calls (the capture's deferred set). Its slot simply stays
+//! PENDING meanwhile, with its fd open: to the watchdog it is one more case
+//! (1) event, allowed once [`ANSWER_AFTER`] has passed since its read. The
+//! loop answers it later through the same claim/release, so a watchdog
+//! answer in between costs the argv but is never doubled, and its fd number
+//! cannot be reused before the watchdog is done writing. Slots are not tied
+//! to batch positions: the loop hands out only slots it has freed (fd
+//! closed), so a deferred event's slot is never republished.
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -124,8 +135,8 @@ impl Watchdog {
         self.shared.drains.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Publishes event fd `fd` in slot `i` (free: the loop finishes a batch
-    /// before reading the next). Returns the word to claim it with.
+    /// Publishes event fd `fd` in slot `i`, which must be free: released,
+    /// and its previous fd closed. Returns the word to claim it with.
     pub fn publish(&mut self, i: usize, fd: RawFd) -> u64 {
         self.generation += 1;
         let word = (self.generation << 2) | PENDING;
@@ -143,6 +154,13 @@ impl Watchdog {
             t.thread().unpark();
         }
         word
+    }
+
+    /// Whether the event published in slot `i` with `word` is still
+    /// unanswered and unclaimed. A hint only: the watchdog may claim it
+    /// right after; [`claim`](Self::claim) decides.
+    pub fn is_pending(&self, i: usize, word: u64) -> bool {
+        self.shared.slots[i].state.load(Ordering::SeqCst) == word
     }
 
     /// Claims slot `i` for the loop's own answer.

@@ -11,7 +11,8 @@ use super::readat::{Budget, ReadAt, ReadError};
 /// segments alone (real executables have a few dozen).
 pub const MAX_SECTIONS: u64 = 1024;
 pub const MAX_SEGMENTS: u64 = 256;
-/// Section names longer than this never match (ours are short).
+/// Only this much of the section-name string table is read; names past it
+/// stay empty (real tables are a few hundred bytes).
 const MAX_SHSTRTAB: u64 = 64 * 1024;
 
 pub const PT_LOAD: u32 = 1;

@@ -91,6 +91,41 @@ fn fake_proc(main: &'static str) -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, bin)
 }
 
+/// A small fuzz loop (the parser is pure): random byte mutations of every
+/// synthetic variant never panic, and reads stay within the budget.
+#[test]
+fn random_mutations_never_panic() {
+    let tools = shipped_tools();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for (is_64, big, inline, no_sections) in [
+        (true, false, true, false),
+        (false, true, false, false),
+        (true, true, false, true),
+    ] {
+        let f = build(&Build {
+            is_64,
+            big,
+            inline,
+            no_sections,
+            ..Build::default()
+        });
+        for _ in 0..3000 {
+            let mut g = f.clone();
+            for _ in 0..(next() % 8 + 1) {
+                let i = (next() % g.len() as u64) as usize;
+                g[i] = next() as u8;
+            }
+            let _ = identify(&g[..], &tools);
+        }
+    }
+}
+
 #[test]
 fn identifier_caches_by_file_and_counts() {
     let cfg = IdentityConfig {
