@@ -31,8 +31,10 @@ lint:
 unit:
 	$(CARGO) test --lib
 
+# Benches and examples are compiled by clippy above, not run: a benchmark
+# is `make bench`'s job.
 test: setup lint
-	$(CARGO) test --all-targets -- --test-threads=2
+	$(CARGO) test --lib --bins --tests -- --test-threads=2
 
 bench: setup
 	bash bench/run.sh

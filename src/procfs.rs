@@ -92,6 +92,9 @@ impl ProcFs {
     /// for kernel threads and zombies.
     pub fn cmdline(&self, pid: u32, buf: &mut Vec<u8>, max: usize) -> io::Result<bool> {
         buf.clear();
+        // Room for a typical command line up front: read_to_end would
+        // otherwise start with a tiny probing read.
+        buf.reserve(4096.min(max + 1));
         let file = File::open(self.path(pid, "cmdline")).map_err(gone)?;
         let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
         file.take(limit).read_to_end(buf).map_err(gone)?;
@@ -202,8 +205,16 @@ pub fn clock_ticks() -> u64 {
     }
 }
 
+/// Reads a small `/proc` file. Not `fs::read`: its size hint is useless
+/// here (proc files report size 0), so it would stat the file for nothing
+/// and start with a tiny probing read; one page covers stat, status, cgroup
+/// and the login ids in a single read.
 fn read(path: &Path) -> io::Result<Vec<u8>> {
-    fs::read(path).map_err(gone)
+    let mut buf = Vec::with_capacity(4096);
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut buf))
+        .map_err(gone)?;
+    Ok(buf)
 }
 
 fn read_link(path: &Path) -> io::Result<Vec<u8>> {

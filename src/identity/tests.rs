@@ -273,6 +273,21 @@ fn measure() {
         },
     );
     let path = format!("/proc/{me}/exe");
+    time(
+        "for comparison: bare stat(2) of the link",
+        200_000,
+        &mut || {
+            let _ = nix::sys::stat::stat(path.as_str());
+        },
+    );
+    let reader = crate::enrich::ProcReader::new(crate::procfs::ProcFs::host(), 128 * 1024);
+    time(
+        "for comparison: the /proc reads of one exec",
+        20_000,
+        &mut || {
+            let _ = reader.read(me, true, None);
+        },
+    );
     time("for comparison: open + fstat + close", 200_000, &mut || {
         let f = File::open(&path).unwrap();
         let _ = f.metadata().unwrap();
