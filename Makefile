@@ -41,3 +41,4 @@ bench: setup
 
 clean:
 	$(CARGO) clean
+include packaging/package.mk

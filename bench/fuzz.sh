@@ -8,6 +8,8 @@
 #   FUZZ_JOBS=2        targets fuzzed at once (one core each)
 #   FUZZ_TARGETS="a b" only these targets (default: all)
 #   FUZZ_UPDATE=0      leave fuzz/corpus untouched (default 1: minimize into it)
+#   FUZZ_MERGE_ONLY=1  no fuzzing: only re-minimize the committed corpus
+#   FUZZ_MAX_FILES=200 corpus files kept per target (the smallest)
 #
 # A crash leaves its input in fuzz/artifacts/<target>/ and makes the script
 # exit 1: commit that file (git add -f, fuzz/artifacts is ignored) and the
@@ -21,6 +23,7 @@ UPDATE=${FUZZ_UPDATE:-1}
 # Corpus files: libFuzzer's merge keeps the smallest set covering the
 # same edges; this caps what a file may be, so the corpus stays small.
 MAX_LEN=${FUZZ_MAX_LEN:-8192}
+MAX_FILES=${FUZZ_MAX_FILES:-200}
 WORK=fuzz/target/work
 
 # libFuzzer needs nightly (sanitizer flags). Prefer an installed nightly;
@@ -77,7 +80,8 @@ run_one() {
 fail=0
 pids=()
 names=()
-for t in "${TARGETS[@]}"; do
+[ "${FUZZ_MERGE_ONLY:-0}" = 1 ] && RUN=() || RUN=("${TARGETS[@]}")
+for t in "${RUN[@]}"; do
 	run_one "$t" &
 	pids+=($!)
 	names+=("$t")
@@ -91,14 +95,19 @@ for p in "${pids[@]}"; do
 	wait "$p" || fail=1
 done
 
-# Minimize committed + new inputs into the committed corpus: libFuzzer's
-# merge keeps one input per new feature, smallest first.
+# Minimize committed + new inputs into the committed corpus: a set-cover
+# merge on edges only (not hit counts or compared values, which would keep
+# hundreds of near-duplicates), then at most MAX_FILES files, smallest
+# first, so the repository stays small.
 if [ "$UPDATE" = 1 ]; then
 	for t in "${TARGETS[@]}"; do
 		rm -rf "${WORK:?}/$t.min"
-		mkdir -p "$WORK/$t.min"
+		mkdir -p "$WORK/$t.min" "$WORK/$t"
 		"$BIN/$t" "$WORK/$t.min" "fuzz/corpus/$t" "$WORK/$t" \
-			-merge=1 -max_len="$MAX_LEN" >"$WORK/$t.merge.log" 2>&1
+			-set_cover_merge=1 -use_counters=0 -use_value_profile=0 \
+			-max_len="$MAX_LEN" >"$WORK/$t.merge.log" 2>&1
+		find "$WORK/$t.min" -type f -printf '%s %p\n' | sort -n |
+			tail -n +"$((MAX_FILES + 1))" | cut -d' ' -f2- | xargs -r rm -f
 		rm -rf "fuzz/corpus/$t"
 		mv "$WORK/$t.min" "fuzz/corpus/$t"
 		echo "fuzz: $t corpus: $(find "fuzz/corpus/$t" -type f | wc -l) files"

@@ -10,7 +10,7 @@ pub const DEFAULT_SOCKET: &str = "/run/execsentry/alerts.sock";
 #[derive(Debug, Parser)]
 #[command(
     name = "execsentry",
-    version,
+    version = env!("EXECSENTRY_VERSION"),
     about = "Detects container administration commands (MITRE ATT&CK T1609) on Linux hosts, without eBPF"
 )]
 pub struct Cli {

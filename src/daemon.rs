@@ -222,8 +222,41 @@ fn open_capture(cfg: &Config) -> Result<(Option<FanotifyCapture>, String)> {
         enforce: false,
     };
     let mode = cfg.sensor.capture.as_str();
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if mode != "proc"
+        && let Err(why) = fanotify_kernel_ok(&release)
+    {
+        if mode == "fanotify" {
+            return Err(SetupError(format!("fanotify capture: {why}")).into());
+        }
+        log::warn!("fanotify capture not used: {why}; using the proc connector alone");
+        return Ok((None, format!("unavailable: {why}")));
+    }
     let opened = (mode != "proc").then(|| FanotifyCapture::open(opts));
     Ok(choose_capture(mode, opened)?)
+}
+
+/// PURE. Before Linux 5.7, reading `/proc/<pid>/syscall` (and
+/// process_vm_readv) takes the task's `cred_guard_mutex`, which an exec'ing
+/// task holds while it waits for our permission answer: every argv read
+/// would block until the watchdog let the exec go. 5.7 moved those readers
+/// to `exec_update_mutex`, which exec takes only after the open.
+pub fn fanotify_kernel_ok(release: &str) -> Result<(), String> {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if version >= (5, 7) {
+        Ok(())
+    } else {
+        Err(format!(
+            "kernel {release} is older than 5.7, where reading an exec'ing task's argv \
+             would block on its cred_guard_mutex"
+        ))
+    }
 }
 
 /// PURE. `auto` takes fanotify when the kernel and our capabilities allow
@@ -251,7 +284,7 @@ fn cgroup_version() -> &'static str {
     const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
     let magic = |p: &str| {
         nix::sys::statfs::statfs(p)
-            .map(|s| s.filesystem_type().0 as i64)
+            .map(|s| s.filesystem_type().0)
             .ok()
     };
     if magic("/sys/fs/cgroup") == Some(CGROUP2_SUPER_MAGIC) {
@@ -729,6 +762,22 @@ mod tests {
         }
         let (_, state) = choose_capture::<()>("auto", Some(Err(refused(libc::EINVAL)))).unwrap();
         assert!(state.contains("older than 5.0"), "{state}");
+    }
+
+    #[test]
+    fn kernels_before_5_7_do_not_get_fanotify() {
+        for ok in ["5.7.0", "5.10.0-28-amd64", "6.18.44-fc-v657", "10.1"] {
+            assert!(fanotify_kernel_ok(ok).is_ok(), "{ok}");
+        }
+        for old in [
+            "3.10.0-1160.el7.x86_64",
+            "4.19.0",
+            "5.4.0-42-generic",
+            "5.6.19",
+            "",
+        ] {
+            assert!(fanotify_kernel_ok(old).is_err(), "{old}");
+        }
     }
 
     #[test]

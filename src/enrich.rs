@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use crate::bytes;
 use crate::container::{self, ContainerInfo};
-use crate::fanotify::ExecCapture;
 use crate::event::{
     Capabilities, CharDevice, Container, EntryLeader, EntryMeta, Event, EventMeta, Group, Host,
     HostOs, Namespaces, Orchestrator, OrchestratorResource, Parent, Process, SensorFacts, Thread,
     Tty, User,
 };
+use crate::fanotify::ExecCapture;
 use crate::process_table::{Entry, Image, MAX_IMAGE_ARGS_BYTES, ProcKey};
 use crate::procfs::{self, ProcFs, Stat, Status};
 
@@ -437,6 +437,26 @@ pub fn rfc3339_nanos(unix_nanos: u128) -> String {
         .unwrap_or_default()
 }
 
+/// PURE. The namespaces that mean "the host". The sensor runs in the
+/// initial pid namespace (the kernel sends it nothing otherwise), so pid 1
+/// is the host's init, whose namespaces are the reference; but the sensor's
+/// own may differ (a private mount namespace under systemd's
+/// `ProtectSystem=`, a container image with `hostPID`), and treating those
+/// as the host would make every host process look containerised. Links of
+/// pid 1 that cannot be read fall back to the sensor's own.
+pub fn host_reference(own: &Namespaces, init: &Namespaces) -> Namespaces {
+    let pick = |i: u64, o: u64| if i != 0 { i } else { o };
+    Namespaces {
+        pid: pick(init.pid, own.pid),
+        mnt: pick(init.mnt, own.mnt),
+        net: pick(init.net, own.net),
+        uts: pick(init.uts, own.uts),
+        ipc: pick(init.ipc, own.ipc),
+        user: pick(init.user, own.user),
+        cgroup: pick(init.cgroup, own.cgroup),
+    }
+}
+
 /// Parses `/etc/passwd` text into uid → name.
 pub fn parse_passwd(text: &str) -> HashMap<u32, String> {
     text.lines()
@@ -451,8 +471,9 @@ pub fn parse_passwd(text: &str) -> HashMap<u32, String> {
 
 /// Reads the host facts once at start.
 pub fn host_context(procfs: &ProcFs) -> io::Result<HostContext> {
-    let self_pid = std::process::id();
-    let host_ns = procfs.namespaces(self_pid)?;
+    let own = procfs.namespaces(std::process::id())?;
+    let init = procfs.namespaces(1).unwrap_or_default();
+    let host_ns = host_reference(&own, &init);
     let hostname = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -528,6 +549,24 @@ mod tests {
                 }
             )
         );
+    }
+
+    #[test]
+    fn host_reference_is_init_with_own_as_fallback() {
+        let own = Namespaces {
+            pid: 1,
+            mnt: 50, // a private mount namespace (ProtectSystem=)
+            net: 3,
+            ..Default::default()
+        };
+        let init = Namespaces {
+            pid: 1,
+            mnt: 2,
+            net: 0, // unreadable
+            ..Default::default()
+        };
+        let r = host_reference(&own, &init);
+        assert_eq!((r.pid, r.mnt, r.net), (1, 2, 3));
     }
 
     #[test]

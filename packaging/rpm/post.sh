@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # execsentry %post. $1: 1 on install, 2 on upgrade (the restart on upgrade
 # is in %postun, which runs after the old files are gone, as Fedora's
 # %systemd_postun_with_restart does).

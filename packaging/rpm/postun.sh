@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # execsentry %postun. $1: 0 after erase, 1 after upgrade. rpm has no purge:
 # an edited %config(noreplace) file is kept as *.rpmsave, local rules in
 # /etc/execsentry/rules.d stay, and so do the group and the alert logs.

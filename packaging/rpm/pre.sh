@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # execsentry %pre: the group must exist before the files are laid down.
 # $1: 1 on install, 2 on upgrade. sysusers.d is the declarative source
 # (systemd >= 215); groupadd covers older hosts and hosts without systemd.

@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # execsentry %preun. $1: 0 on erase, 1 on upgrade. On erase stop and
 # disable (while the unit file still exists); on upgrade keep the sensor
 # running until %postun restarts it.

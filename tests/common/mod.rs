@@ -10,7 +10,7 @@
 //! is false so the test is reported as skipped, loudly, instead of failing.
 
 // Every test binary compiles this module but uses only part of it.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 mod docker;
 mod runc;
