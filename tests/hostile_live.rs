@@ -12,7 +12,6 @@
 //! target applies (`fuzz/harness.rs`).
 
 // This binary uses only part of the shared helpers' re-exports.
-#[allow(unused_imports)]
 mod common;
 
 #[path = "../fuzz/harness.rs"]

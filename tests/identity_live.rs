@@ -8,7 +8,6 @@
 //! The parser tests need `go` (golang-go) and no root; the live test needs
 //! root and Docker. Each skips loudly when its needs are not met.
 
-#[allow(unused_imports)] // each test binary uses part of the helpers
 mod common;
 
 use std::fs::File;

@@ -8,7 +8,6 @@
 //! cannot exec from a second thread of the child, nor exit a middle parent).
 
 // This binary uses only part of the shared helpers' re-exports.
-#[allow(unused_imports)]
 mod common;
 
 use std::path::{Path, PathBuf};
