@@ -112,7 +112,7 @@ if [ "$UPDATE" = 1 ]; then
 		mv "$WORK/$t.min" "fuzz/corpus/$t"
 		echo "fuzz: $t corpus: $(find "fuzz/corpus/$t" -type f | wc -l) files"
 	done
-	du -sh fuzz/corpus
+	du -sh --apparent-size fuzz/corpus
 fi
 
 if [ "$fail" -ne 0 ]; then
