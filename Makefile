@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Extra arguments for `make run`, e.g. ARGS=--events
 ARGS ?=
 
-.PHONY: all build setup run test lint unit bench clean
+.PHONY: all build setup run test lint unit bench fuzz clean
 
 all: build
 
@@ -38,6 +38,13 @@ test: setup lint
 
 bench: setup
 	bash bench/run.sh
+
+# libFuzzer over every target in fuzz/ (nightly + cargo-fuzz; not in CI).
+# FUZZ_SECONDS per target (default 180), FUZZ_JOBS in parallel (default 2);
+# new inputs are minimized into fuzz/corpus, a crash input lands in
+# fuzz/artifacts and makes it exit 1.
+fuzz:
+	bash bench/fuzz.sh
 
 clean:
 	$(CARGO) clean

@@ -25,6 +25,7 @@ use crate::privilege;
 use crate::process_table::ProcessTable;
 use crate::procfs::ProcFs;
 use crate::rules::RuleSet;
+use crate::seqgap::SeqGaps;
 use crate::sink::Outputs;
 use crate::status::{ControlServer, Features, Status};
 use crate::tamper::{self, Tamper};
@@ -154,6 +155,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
         pending: PendingCaptures::new(CAPTURE_PENDING_MAX, CAPTURE_MAX_AGE_MS),
         captured: Vec::new(),
         marked_containers: HashSet::new(),
+        seq_gaps: SeqGaps::default(),
         control: None,
         started_at: enrich::rfc3339_nanos(crate::pipeline::now_nanos()),
         features: Features::default(),
@@ -345,6 +347,7 @@ struct Loop {
     /// Reused buffer for one drain of the capture.
     captured: Vec<ExecCapture>,
     marked_containers: HashSet<String>,
+    seq_gaps: SeqGaps,
     control: Option<ControlServer>,
     started_at: String,
     features: Features,
@@ -481,9 +484,15 @@ impl Loop {
             };
             // Lend the buffer out so handlers can borrow self mutably.
             let buf = std::mem::take(&mut self.buf);
-            for item in wire::decode(&buf[..n]) {
+            for item in wire::decode_records(&buf[..n]) {
                 match item {
-                    Ok(ev) => self.on_kernel(ev),
+                    Ok(rec) => {
+                        if rec.ack == 0 {
+                            self.pipeline.counters.lost_events +=
+                                self.seq_gaps.observe(rec.cpu, rec.seq);
+                        }
+                        self.on_kernel(rec.event)
+                    }
                     Err(e) => {
                         self.pipeline.counters.decode_errors += 1;
                         log::debug!("undecodable netlink datagram: {e}");
@@ -627,6 +636,7 @@ impl Loop {
                 ("fanotify.answered", f.answered),
                 ("fanotify.denied", f.denied),
                 ("fanotify.watchdog_answers", f.watchdog_answers),
+                ("fanotify.deferred", f.deferred),
                 ("fanotify.argv_read_errors", f.argv_read_errors),
                 ("fanotify.running_misses", f.syscall_running_misses),
                 ("fanotify.marks", f.marks),

@@ -25,6 +25,7 @@ pub mod privilege;
 pub mod process_table;
 pub mod procfs;
 pub mod rules;
+pub mod seqgap;
 pub mod sink;
 pub mod status;
 pub mod tamper;

@@ -19,8 +19,10 @@ pub struct Counters {
     pub execs: u64,
     pub forks: u64,
     pub exits: u64,
-    /// Netlink receive buffer overruns (ENOBUFS): events the kernel dropped.
+    /// Netlink receive buffer overruns (ENOBUFS): episodes of loss.
     pub overruns: u64,
+    /// Events the kernel dropped, from gaps in its per-CPU sequence numbers.
+    pub lost_events: u64,
     /// Datagrams the decoder rejected.
     pub decode_errors: u64,
     /// Exec events whose process was gone or had no cmdline.
@@ -123,6 +125,7 @@ impl Pipeline {
             ("exits", c.exits),
             ("alerts", c.alerts),
             ("overruns", c.overruns),
+            ("lost_events", c.lost_events),
             ("decode_errors", c.decode_errors),
             ("partial_events", c.partial_events),
             ("args_truncated", c.args_truncated),

@@ -103,6 +103,7 @@ impl Status {
 pub fn is_loss(name: &str) -> bool {
     [
         "overruns",
+        "lost_events",
         "decode_errors",
         "partial_events",
         "args_truncated",
