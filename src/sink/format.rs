@@ -72,6 +72,13 @@ pub fn json_line(ev: &Event) -> String {
             e.to_string().replace('"', "'")
         )
     });
+    line_safe_json(&raw)
+}
+
+/// Serialised JSON with DEL, C1 and the invisible format characters written
+/// as `\uXXXX`. Valid only for text serde_json produced: those characters
+/// can then only stand inside strings, where the escape means the same.
+pub fn line_safe_json(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len() + 1);
     for c in raw.chars() {
         let u = c as u32;

@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use super::format::{severity_word, workload};
+use super::format::{line_safe_json, severity_word, workload};
 use crate::bytes::escaped_control;
 use crate::event::Event;
 
@@ -63,9 +63,17 @@ pub fn follow(
         let text = String::from_utf8_lossy(&line);
         let text = text.trim_end_matches('\n');
         if json {
-            // The sensor escapes controls in its JSON; escape again in case
-            // something else is listening on this path.
-            writeln!(out, "{}", escaped_control(text))?;
+            // Raw lines, but only JSON goes out: re-serialised, so whatever
+            // listens on this path cannot smuggle raw control characters to
+            // the terminal, and the line stays valid JSON.
+            match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(v) => writeln!(out, "{}", line_safe_json(&v.to_string()))?,
+                Err(e) => writeln!(
+                    out,
+                    "(unreadable line: {})",
+                    escaped_control(&e.to_string())
+                )?,
+            }
         } else {
             match serde_json::from_str::<Event>(text) {
                 Ok(ev) if ev.is_alert() => writeln!(out, "{}", render(&ev, color))?,

@@ -13,6 +13,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod docker;
+pub mod rsyslog;
 mod runc;
 mod sensor;
 
