@@ -35,6 +35,9 @@ pub struct SensorConfig {
     pub table_size: usize,
     /// `auto` | `proc` | `fanotify`.
     pub capture: String,
+    /// Let rules with `action = "deny"` refuse execs (fanotify capture only).
+    /// Off, such a rule is a configuration error rather than a silent no-op.
+    pub enforce: bool,
 }
 
 impl Default for SensorConfig {
@@ -48,6 +51,7 @@ impl Default for SensorConfig {
             max_args_bytes: 128 * 1024,
             table_size: 65536,
             capture: "auto".into(),
+            enforce: false,
         }
     }
 }

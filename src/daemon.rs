@@ -68,6 +68,11 @@ pub struct RunOptions {
     pub control: PathBuf,
 }
 
+/// A failure caused by the user's input: config, rules (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
 /// A setup failure that must name its likely cause and exit non-zero.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -89,6 +94,20 @@ pub fn load_rules(paths: &[PathBuf]) -> Result<RuleSet> {
     RuleSet::load(&existing).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// An enabled `action = "deny"` rule without `sensor.enforce` would look
+/// like protection and be none: refuse it, saying so.
+pub fn check_enforcement(rules: &RuleSet, enforce: bool) -> Result<()> {
+    let deny = rules.deny_rules();
+    if !enforce && !deny.is_empty() {
+        bail!(BadInput(format!(
+            "rule(s) {} have action = \"deny\" but sensor.enforce is false: set \
+             `enforce = true` in [sensor] to block, or disable the rule(s)",
+            deny.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 fn apply_overrides(opts: &RunOptions) -> Config {
     let mut cfg = opts.config.clone();
     if let Some(r) = &opts.cli_rules {
@@ -106,6 +125,7 @@ fn apply_overrides(opts: &RunOptions) -> Config {
 pub fn run(opts: RunOptions) -> Result<()> {
     let cfg = apply_overrides(&opts);
     let rules = load_rules(&cfg.sensor.rules)?;
+    check_enforcement(&rules, cfg.sensor.enforce)?;
     log::info!("loaded {} rules", rules.len());
 
     let mut conn = ProcConnector::open().map_err(|e| SetupError(format!("{e}")))?;
@@ -156,6 +176,9 @@ pub fn run(opts: RunOptions) -> Result<()> {
         captured: Vec::new(),
         marked_containers: HashSet::new(),
         seq_gaps: SeqGaps::default(),
+        deny_scratch: Vec::new(),
+        enforce: cfg.sensor.enforce,
+        blocked_execs: 0,
         control: None,
         started_at: enrich::rfc3339_nanos(crate::pipeline::now_nanos()),
         features: Features::default(),
@@ -221,7 +244,7 @@ fn open_capture(cfg: &Config) -> Result<(Option<FanotifyCapture>, String)> {
     let opts = CaptureOptions {
         max_args_bytes: cfg.sensor.max_args_bytes,
         max_args: MAX_ARGS,
-        enforce: false,
+        enforce: cfg.sensor.enforce,
     };
     let mode = cfg.sensor.capture.as_str();
     let release = nix::sys::utsname::uname()
@@ -348,6 +371,9 @@ struct Loop {
     captured: Vec<ExecCapture>,
     marked_containers: HashSet<String>,
     seq_gaps: SeqGaps,
+    deny_scratch: Vec<crate::rules::Match>,
+    enforce: bool,
+    blocked_execs: u64,
     control: Option<ControlServer>,
     started_at: String,
     features: Features,
@@ -509,10 +535,25 @@ impl Loop {
         let Some(c) = self.capture.as_mut() else {
             return;
         };
-        c.drain(&mut |_| Verdict::Allow, &mut self.captured);
+        let pipeline = &mut self.pipeline;
+        let scratch = &mut self.deny_scratch;
+        // Only called with `sensor.enforce`; it runs while the exec waits.
+        let mut decide = |cap: &ExecCapture| {
+            let ev = pipeline.permission_event(cap);
+            match pipeline.rules.denies(&ev, scratch) {
+                Some(_) => Verdict::Deny,
+                None => Verdict::Allow,
+            }
+        };
+        c.drain(&mut decide, &mut self.captured);
         let now_ms = self.started.elapsed().as_millis() as u64;
-        for cap in self.captured.drain(..) {
-            if cap.args_read {
+        let captured = std::mem::take(&mut self.captured);
+        for cap in captured {
+            if cap.verdict == Verdict::Deny {
+                // The exec fails with EPERM: no exec event will follow, so
+                // the alert is made here, from the permission-time facts.
+                self.blocked(&cap);
+            } else if cap.args_read {
                 self.pending.push(cap, now_ms);
             }
         }
@@ -550,6 +591,17 @@ impl Loop {
         self.outputs.emit(&event);
         for a in &alerts {
             self.outputs.emit(a);
+        }
+    }
+
+    fn blocked(&mut self, cap: &ExecCapture) {
+        let ev = self.pipeline.permission_event(cap);
+        if let Some(m) = self.pipeline.rules.denies(&ev, &mut self.deny_scratch) {
+            let mut alert = self.pipeline.rules.alert(&ev, &m);
+            alert.event.outcome = Some("blocked".into());
+            self.pipeline.counters.alerts += 1;
+            self.blocked_execs += 1;
+            self.outputs.emit(&alert);
         }
     }
 
@@ -597,7 +649,10 @@ impl Loop {
             return;
         }
         let paths = self.rule_paths();
-        match load_rules(&paths) {
+        match load_rules(&paths).and_then(|r| {
+            check_enforcement(&r, self.enforce)?;
+            Ok(r)
+        }) {
             Ok(r) => {
                 log::info!("reloaded {} rules", r.len());
                 self.pipeline.replace_rules(r);
@@ -650,6 +705,7 @@ impl Loop {
         }
         out.extend(self.outputs.counters());
         out.insert("tamper_alerts".into(), self.tamper_alerts);
+        out.insert("blocked_execs".into(), self.blocked_execs);
         out
     }
 

@@ -51,6 +51,9 @@ pub struct ProcFacts {
     pub sessionid: Option<u32>,
     /// argv and executable came from a fanotify capture, not `/proc`.
     pub captured: bool,
+    /// The container already known for this process (from the table), used
+    /// when its cgroup and namespaces were not read.
+    pub known_container: Option<ContainerInfo>,
     pub interpreter: Option<Vec<u8>>,
 }
 
@@ -166,7 +169,8 @@ pub fn build_event(inp: &EventInput<'_>) -> Event {
     let name = process_name(&comm, &executable, args.first().map(String::as_str));
     let container =
         f.ns.as_ref()
-            .and_then(|ns| container::detect(&f.cgroup, ns, &host.host_ns));
+            .and_then(|ns| container::detect(&f.cgroup, ns, &host.host_ns))
+            .or_else(|| f.known_container.clone());
     let (uid, gid, ruid, caps) = match &f.status {
         Some(s) => (
             Some(s.uid[1]),

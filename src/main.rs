@@ -11,14 +11,9 @@ use clap::Parser;
 
 use execsentry::cli::{self, Cli, Command, ConfigAction, RulesAction};
 use execsentry::config::Config;
-use execsentry::daemon::{self, RunOptions, SetupError};
+use execsentry::daemon::{self, BadInput, RunOptions, SetupError};
 use execsentry::rules::{self, RuleSet};
 use execsentry::sink::tail;
-
-/// A failure caused by the user's input (exit code 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct BadInput(String);
 
 fn main() -> ExitCode {
     init_logging();

@@ -148,6 +148,48 @@ impl Pipeline {
         }
     }
 
+    /// The event an exec would give, from what is known at permission time:
+    /// the capture's argv and file, the exec'ing process's parent from the
+    /// table, and its container from its cgroup and namespaces (two reads:
+    /// `runc exec` joins the container just before the exec, so the table,
+    /// which knows the forking runc, would say "host"). Opt-in deny rules are
+    /// evaluated on it while the exec waits.
+    pub fn permission_event(&mut self, cap: &ExecCapture) -> Event {
+        let entry = self.table.live(cap.pid);
+        let parent = entry.and_then(|e| e.parent);
+        let known_container = entry.and_then(|e| e.image.container.clone());
+        // The kernel's comm will be the basename of the path given to
+        // execve (so a symlinked tool keeps its name), cut at 15 bytes.
+        let path = if cap.filename.is_empty() {
+            &cap.executable
+        } else {
+            &cap.filename
+        };
+        let base = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+        let comm = base[..base.len().min(15)].to_vec();
+        let mut facts = enrich::ProcFacts {
+            pid: cap.pid,
+            stat: Some(crate::procfs::Stat {
+                comm,
+                ppid: parent.map_or(0, |k| k.pid),
+                ..Default::default()
+            }),
+            cmdline: cap.argv.clone(),
+            cmdline_truncated: cap.truncated,
+            exe: Some(cap.executable.clone()),
+            captured: true,
+            known_container,
+            ..Default::default()
+        };
+        let procfs = &self.reader.procfs;
+        if procfs.cgroup(cap.pid, &mut facts.cgroup).is_ok() {
+            facts.ns = procfs.namespaces(cap.pid).ok();
+        }
+        let mut ev = self.shape(&facts, parent, parent.map_or(0, |k| k.pid));
+        ev.process.start = None;
+        ev
+    }
+
     /// Describes a live process as an event (for tamper alerts: the actor),
     /// without counting it as an exec.
     pub fn describe(&mut self, pid: u32) -> Event {

@@ -54,6 +54,9 @@ pub struct RuleDef {
     pub exceptions: Vec<Exception>,
     pub tests: Vec<TestCase>,
     pub enabled: bool,
+    /// `action = "deny"`: with `sensor.enforce`, a matching exec is refused
+    /// at permission time (fanotify capture only).
+    pub deny: bool,
 }
 
 /// What one file contributes, in file order.
@@ -88,6 +91,7 @@ const OUR_KEYS: &[&str] = &[
     "version",
     "type",
     "language",
+    "action",
 ];
 
 /// Elastic detection-rules `[rule]` keys that do not change what we match.
@@ -351,6 +355,23 @@ fn rule(src: Src, t: &DeTable, at: usize, errs: &mut Vec<String>) -> Option<Rule
     let rule_id = s("rule_id");
     let id = s("id").or_else(|| rule_id.clone());
     let description = s("description").unwrap_or_default();
+    let action = get(t, "action").map(|v| (v.span().start, want_str(src, v, "action")));
+    let deny = match action {
+        None => false,
+        Some((_, Ok(a))) if a == "alert" => false,
+        Some((_, Ok(a))) if a == "deny" => true,
+        Some((pos, Ok(a))) => {
+            errs.push(src.err(
+                pos,
+                format!("action must be \"alert\" or \"deny\", not \"{a}\""),
+            ));
+            false
+        }
+        Some((_, Err(e))) => {
+            errs.push(e);
+            false
+        }
+    };
     let reference = get(t, "references")
         .and_then(|v| v.get_ref().as_array())
         .and_then(|a| {
@@ -476,5 +497,6 @@ fn rule(src: Src, t: &DeTable, at: usize, errs: &mut Vec<String>) -> Option<Rule
         exceptions,
         tests,
         enabled,
+        deny,
     })
 }

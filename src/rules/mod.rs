@@ -277,6 +277,26 @@ impl RuleSet {
         out[start..].sort_unstable_by_key(|m| m.rule);
     }
 
+    /// Ids of the enabled rules with `action = "deny"`.
+    pub fn deny_rules(&self) -> Vec<&str> {
+        self.rules
+            .iter()
+            .filter(|r| r.deny)
+            .map(|r| r.id.as_str())
+            .collect()
+    }
+
+    /// The first matching `action = "deny"` rule, evaluated on what is known
+    /// at permission time.
+    pub fn denies(&self, ev: &Event, scratch: &mut Vec<Match>) -> Option<Match> {
+        scratch.clear();
+        self.evaluate(ev, scratch);
+        scratch
+            .iter()
+            .find(|m| self.rules.get(m.rule).is_some_and(|r| r.deny))
+            .cloned()
+    }
+
     fn eval_into(&self, i: usize, ev: &Event, out: &mut Vec<Match>) {
         if let Some(score) = self.rules.get(i).and_then(|r| verdict(r, ev)) {
             out.push(Match { rule: i, score });
