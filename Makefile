@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Extra arguments for `make run`, e.g. ARGS=--events
 ARGS ?=
 
-.PHONY: all build setup run test lint unit bench fuzz clean
+.PHONY: all build setup run test lint unit bench soak fuzz clean
 
 all: build
 
@@ -38,6 +38,12 @@ test: setup lint
 
 bench: setup
 	bash bench/run.sh
+
+# About a minute of exec storm at the machine's full rate against each
+# capture mode: events received vs. lost vs. counted, RSS over three storms.
+# Not part of `make test` (CI time); the report lands in target/bench/.
+soak: setup
+	bash bench/run.sh --count 100000 --only fanotify,proc
 
 # libFuzzer over every target in fuzz/ (nightly + cargo-fuzz; not in CI).
 # FUZZ_SECONDS per target (default 180), FUZZ_JOBS in parallel (default 2);

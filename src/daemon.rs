@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::enrich::{self, ProcReader};
 use crate::fanotify::{CaptureOptions, ExecCapture, FanotifyCapture, FanotifyError, Verdict};
 use crate::netlink::{self, ProcConnector, wire};
-use crate::pipeline::{Counters, ExecOutcome, Pipeline};
+use crate::pipeline::{ExecOutcome, Pipeline};
 use crate::privilege;
 use crate::process_table::ProcessTable;
 use crate::procfs::ProcFs;
@@ -168,7 +168,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
         self_check_pid: None,
         self_check_ok: false,
         last_stats: Instant::now(),
-        last_reported: Counters::default(),
+        last_losses: 0,
         opts_config: opts.config_path.clone(),
         cli_rules: opts.cli_rules.clone(),
         capture: None,
@@ -362,7 +362,8 @@ struct Loop {
     self_check_pid: Option<u32>,
     self_check_ok: bool,
     last_stats: Instant,
-    last_reported: Counters,
+    /// Sum of the loss counters at the last `stats:` line.
+    last_losses: u64,
     opts_config: Option<PathBuf>,
     cli_rules: Option<Vec<PathBuf>>,
     capture: Option<FanotifyCapture>,
@@ -663,19 +664,22 @@ impl Loop {
 
     /// One self-log line when a loss counter moved (or on exit).
     fn log_counters(&mut self, always: bool) {
-        let c = self.pipeline.counters;
-        let lossy = |c: &Counters| (c.overruns, c.decode_errors, c.partial_events);
         let due = self.last_stats.elapsed() >= STATS_EVERY;
-        if always || (due && lossy(&c) != lossy(&self.last_reported)) {
-            let line: Vec<String> = self
-                .counters()
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            log::info!("stats: {}", line.join(" "));
-            self.last_reported = c;
-            self.last_stats = Instant::now();
+        if !always && !due {
+            return;
         }
+        let counters = self.counters();
+        let losses: u64 = counters
+            .iter()
+            .filter(|(k, _)| crate::status::is_loss(k))
+            .map(|(_, v)| *v)
+            .sum();
+        if always || losses != self.last_losses {
+            let line: Vec<String> = counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            log::info!("stats: {}", line.join(" "));
+            self.last_losses = losses;
+        }
+        self.last_stats = Instant::now();
     }
 
     /// Every counter, by stable name: pipeline and caches first, then the
@@ -703,7 +707,12 @@ impl Loop {
                 out.insert(k.to_string(), v);
             }
         }
-        out.extend(self.outputs.counters());
+        out.extend(
+            self.outputs
+                .counters()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v)),
+        );
         out.insert("tamper_alerts".into(), self.tamper_alerts);
         out.insert("blocked_execs".into(), self.blocked_execs);
         out

@@ -383,12 +383,17 @@ pub fn render_args(cmdline: &[u8]) -> (Vec<String>, Vec<u32>) {
 
 /// ECS `process.name`. The kernel's comm is the basename of the path given
 /// to execve (so a busybox symlink keeps its own name) but is cut at 15
-/// bytes; the untruncated name is the exe's or argv[0]'s basename when comm
-/// is a prefix of it. argv[0] alone is never trusted: any caller sets it.
+/// bytes; only a comm of exactly that length is made whole, from the exe's
+/// or argv[0]'s basename that it is a prefix of (`python3` stays `python3`
+/// though the file is `python3.11`). argv[0] alone is never trusted.
 pub fn process_name(comm: &str, executable: &str, argv0: Option<&str>) -> String {
+    const COMM_MAX: usize = 15;
     let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
     if comm.is_empty() {
         return base(executable);
+    }
+    if comm.len() < COMM_MAX {
+        return comm.to_string();
     }
     let exe_base = base(executable.strip_suffix(" (deleted)").unwrap_or(executable));
     if exe_base.starts_with(comm) {
@@ -516,6 +521,15 @@ mod tests {
             "kubectl"
         );
         assert_eq!(process_name("x", "/tmp/x (deleted)", None), "x");
+        // Not cut: the kernel's name stands, whatever the file is called.
+        assert_eq!(
+            process_name("python3", "/usr/bin/python3.11", None),
+            "python3"
+        );
+        assert_eq!(
+            process_name("node", "/usr/bin/nodejs", Some("node")),
+            "node"
+        );
     }
 
     #[test]

@@ -46,6 +46,24 @@ pub fn drop_capabilities(keep_sys_admin: bool) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// Empties every capability set of the calling thread (capabilities are
+/// per thread) and sets `no_new_privs`, for helper threads that need none.
+pub fn drop_all_in_this_thread() -> Result<()> {
+    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
+        for c in caps::all() {
+            if caps::has_cap(None, CapSet::Bounding, c).unwrap_or(false) {
+                caps::drop(None, CapSet::Bounding, c)?;
+            }
+        }
+    }
+    caps::clear(None, CapSet::Ambient)?;
+    caps::clear(None, CapSet::Inheritable)?;
+    caps::clear(None, CapSet::Effective)?;
+    caps::clear(None, CapSet::Permitted)?;
+    nix::sys::prctl::set_no_new_privs()?;
+    Ok(())
+}
+
 /// Rules and configuration decide what the sensor reports: refuse a file or
 /// directory that anyone but root could have written.
 pub fn check_owned_by_root(paths: &[PathBuf]) -> Result<()> {

@@ -27,11 +27,15 @@ impl SeqGaps {
         }
         let gap = match self.next[cpu] {
             // wrapping_sub: the counter wraps at 2^32. A number from the
-            // past (reordering, a reset) is not a loss; only forward jumps
-            // of less than half the space count.
+            // past (reordering on old kernels) is not a loss, and must not
+            // move the expectation back either, or the next in-order event
+            // would look like a gap.
             Some(expected) => {
                 let d = seq.wrapping_sub(expected);
-                if d < u32::MAX / 2 { u64::from(d) } else { 0 }
+                if d >= u32::MAX / 2 {
+                    return 0;
+                }
+                u64::from(d)
             }
             None => 0,
         };
@@ -63,6 +67,7 @@ mod tests {
         assert_eq!(g.observe(0, 0), 0, "wrapped");
         assert_eq!(g.observe(0, 2), 1);
         assert_eq!(g.observe(0, 1), 0, "from the past");
+        assert_eq!(g.observe(0, 3), 0, "the past did not move the expectation");
         assert_eq!(g.observe(9000, 1), 0, "beyond the tracked CPUs");
     }
 }

@@ -111,6 +111,7 @@ pub fn is_loss(name: &str) -> bool {
         "dropped",
         "errors",
         "slow_readers",
+        "refused_readers",
         "expired",
         "watchdog_answers",
         "argv_read_errors",

@@ -74,7 +74,7 @@ fn pump(o: &mut Outputs, poll: &mut mio::Poll, events: &mut mio::Events) {
 fn counter(o: &Outputs, name: &str) -> u64 {
     o.counters()
         .into_iter()
-        .find(|(k, _)| k == name)
+        .find(|(k, _)| *k == name)
         .map_or(0, |(_, v)| v)
 }
 
@@ -246,4 +246,28 @@ fn config_files_in_tests_data() {
         c.output.syslog.server_name.as_deref(),
         Some("collector.example.org")
     );
+}
+
+#[test]
+fn readers_beyond_the_limit_are_refused_and_counted() {
+    if !root_or_skip("readers_beyond_the_limit_are_refused_and_counted") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alerts.sock");
+    let mut o = Outputs::new(&socket_outputs(&path, 64 * 1024), false).unwrap();
+    let mut poll = mio::Poll::new().unwrap();
+    let mut events = mio::Events::with_capacity(64);
+    o.register(poll.registry()).unwrap();
+    let extra = 6;
+    let max = execsentry::sink::socket::MAX_READERS;
+    let _clients: Vec<UnixStream> = (0..max + extra)
+        .map(|_| UnixStream::connect(&path).unwrap())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while counter(&o, "socket.refused_readers") < extra as u64 && Instant::now() < deadline {
+        pump(&mut o, &mut poll, &mut events);
+    }
+    assert_eq!(counter(&o, "socket.readers"), max as u64);
+    assert_eq!(counter(&o, "socket.refused_readers"), extra as u64);
 }

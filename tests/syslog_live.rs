@@ -126,7 +126,7 @@ impl Loop {
 fn counter(o: &Outputs, name: &str) -> u64 {
     o.counters()
         .into_iter()
-        .find(|(k, _)| k == name)
+        .find(|(k, _)| *k == name)
         .map_or(0, |(_, v)| v)
 }
 

@@ -122,7 +122,14 @@ impl Watchdog {
         let s = Arc::clone(&shared);
         let thread = thread::Builder::new()
             .name("fanotify-watchdog".into())
-            .spawn(move || run(&s))?;
+            .spawn(move || {
+                // Capabilities are per thread: this one only writes answers
+                // to an fd it already holds, so it keeps none at all.
+                if let Err(e) = crate::privilege::drop_all_in_this_thread() {
+                    log::warn!("watchdog could not drop its capabilities: {e}");
+                }
+                run(&s)
+            })?;
         Ok(Watchdog {
             shared,
             thread: Some(thread),

@@ -70,10 +70,10 @@ impl FileSink {
         }
     }
 
-    pub fn counters(&self, out: &mut Vec<(String, u64)>) {
-        out.push(("file.sent".into(), self.written));
-        out.push(("file.errors".into(), self.errors));
-        out.push(("file.reopens".into(), self.reopens));
+    pub fn counters(&self, out: &mut Vec<(&'static str, u64)>) {
+        out.push(("file.sent", self.written));
+        out.push(("file.errors", self.errors));
+        out.push(("file.reopens", self.reopens));
     }
 }
 
@@ -197,9 +197,10 @@ impl StdoutSink {
         self.broken
     }
 
-    pub fn counters(&self, out: &mut Vec<(String, u64)>) {
-        self.queue.counters("stdout", out);
-        out.push(("stdout.errors".into(), self.errors));
+    pub fn counters(&self, out: &mut Vec<(&'static str, u64)>) {
+        self.queue
+            .counters(["stdout.sent", "stdout.dropped", "stdout.queued"], out);
+        out.push(("stdout.errors", self.errors));
     }
 }
 

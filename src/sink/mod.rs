@@ -11,7 +11,7 @@
 pub mod format;
 mod local;
 mod queue;
-mod socket;
+pub mod socket;
 mod syslog;
 pub mod tail;
 mod tls;
@@ -214,7 +214,7 @@ impl Outputs {
     }
 
     /// Counters for `status` and the self-log line, as `sink.name` pairs.
-    pub fn counters(&self) -> Vec<(String, u64)> {
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
         let mut out = Vec::new();
         if let Some(s) = &self.syslog {
             s.counters(&mut out);
@@ -247,7 +247,10 @@ impl Outputs {
 }
 
 fn is_drop_counter(name: &str) -> bool {
-    name.ends_with(".dropped") || name.ends_with(".errors") || name.ends_with(".slow_readers")
+    name.ends_with(".dropped")
+        || name.ends_with(".errors")
+        || name.ends_with(".slow_readers")
+        || name.ends_with(".refused_readers")
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {

@@ -59,10 +59,12 @@ impl Queue {
         self.items.is_empty()
     }
 
-    pub fn counters(&self, prefix: &str, out: &mut Vec<(String, u64)>) {
-        out.push((format!("{prefix}.sent"), self.sent));
-        out.push((format!("{prefix}.dropped"), self.dropped));
-        out.push((format!("{prefix}.queued"), self.items.len() as u64));
+    /// `names`: the sink's `sent`, `dropped` and `queued` counter names
+    /// (static: the loop reads the drop counters on every turn).
+    pub fn counters(&self, names: [&'static str; 3], out: &mut Vec<(&'static str, u64)>) {
+        out.push((names[0], self.sent));
+        out.push((names[1], self.dropped));
+        out.push((names[2], self.items.len() as u64));
     }
 }
 

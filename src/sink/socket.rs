@@ -25,6 +25,9 @@ struct Reader {
     off: usize,
 }
 
+/// Readers served at once; more are refused and counted.
+pub const MAX_READERS: usize = 64;
+
 pub struct AlertSocket {
     path: PathBuf,
     listener: UnixListener,
@@ -38,6 +41,8 @@ pub struct AlertSocket {
     accepted: u64,
     closed: u64,
     slow: u64,
+    /// Readers turned away because [`MAX_READERS`] were connected.
+    refused: u64,
 }
 
 impl AlertSocket {
@@ -71,6 +76,7 @@ impl AlertSocket {
             accepted: 0,
             closed: 0,
             slow: 0,
+            refused: 0,
         })
     }
 
@@ -86,6 +92,13 @@ impl AlertSocket {
     pub fn accept(&mut self, registry: &Registry, token_base: usize) {
         loop {
             match self.listener.accept() {
+                Ok((stream, _)) if self.readers.len() >= MAX_READERS => {
+                    // Each reader costs an fd and up to `reader_buffer` bytes;
+                    // unbounded readers could exhaust the fds fanotify needs
+                    // to hand us events. Closed at once, counted.
+                    drop(stream);
+                    self.refused += 1;
+                }
                 Ok((mut stream, _)) => {
                     let id = self.next_id;
                     self.next_id = self.next_id.wrapping_add(1) % (usize::MAX - token_base);
@@ -176,12 +189,13 @@ impl AlertSocket {
         }
     }
 
-    pub fn counters(&self, out: &mut Vec<(String, u64)>) {
-        out.push(("socket.sent".into(), self.sent));
-        out.push(("socket.readers".into(), self.readers.len() as u64));
-        out.push(("socket.readers_connected".into(), self.accepted));
-        out.push(("socket.readers_disconnected".into(), self.closed));
-        out.push(("socket.slow_readers".into(), self.slow));
+    pub fn counters(&self, out: &mut Vec<(&'static str, u64)>) {
+        out.push(("socket.sent", self.sent));
+        out.push(("socket.readers", self.readers.len() as u64));
+        out.push(("socket.readers_connected", self.accepted));
+        out.push(("socket.readers_disconnected", self.closed));
+        out.push(("socket.slow_readers", self.slow));
+        out.push(("socket.refused_readers", self.refused));
     }
 
     fn remove(&mut self, id: usize) {

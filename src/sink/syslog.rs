@@ -195,19 +195,20 @@ impl SyslogSink {
         self.queue.is_empty() && !inflight
     }
 
-    pub fn counters(&self, out: &mut Vec<(String, u64)>) {
+    pub fn counters(&self, out: &mut Vec<(&'static str, u64)>) {
         let inflight = match &self.conn {
             Conn::Stream(s) => u64::from(s.inflight.is_some()),
             _ => 0,
         };
-        self.queue.counters("syslog", out);
+        self.queue
+            .counters(["syslog.sent", "syslog.dropped", "syslog.queued"], out);
         if let Some(q) = out.last_mut() {
             q.1 += inflight;
         }
-        out.push(("syslog.too_big.dropped".into(), self.too_big));
-        out.push(("syslog.connects".into(), self.connects));
+        out.push(("syslog.too_big.dropped", self.too_big));
+        out.push(("syslog.connects", self.connects));
         let up = !matches!(self.conn, Conn::Down { .. });
-        out.push(("syslog.connected".into(), u64::from(up)));
+        out.push(("syslog.connected", u64::from(up)));
     }
 
     fn connect(&mut self, registry: Option<&Registry>, now: Instant) {

@@ -78,7 +78,11 @@ pub fn follow(
             match serde_json::from_str::<Event>(text) {
                 Ok(ev) if ev.is_alert() => writeln!(out, "{}", render(&ev, color))?,
                 Ok(_) => {}
-                Err(e) => writeln!(out, "(unreadable line: {e})")?,
+                Err(e) => writeln!(
+                    out,
+                    "(unreadable line: {})",
+                    escaped_control(&e.to_string())
+                )?,
             }
         }
         out.flush()?;
