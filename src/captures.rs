@@ -4,8 +4,9 @@
 //! so it always precedes the proc connector's exec event of the same task.
 //! A process can exec again before its first event is handled, hence a
 //! small queue per pid. A capture whose exec failed after the open has no
-//! partner: it expires and is counted. Bounded: when full, the new capture
-//! is dropped and counted (its exec falls back to the `/proc` path).
+//! partner: it expires and is counted. Bounded in count and in bytes (argv
+//! can be large, and failing execs are cheap to make): when full, the new
+//! capture is dropped and counted (its exec falls back to the `/proc` path).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -18,9 +19,17 @@ pub struct CaptureStats {
     pub dropped_full: u64,
 }
 
+/// Bytes of argv and paths held at most.
+pub const MAX_PENDING_BYTES: usize = 64 << 20;
+
+fn weight(c: &ExecCapture) -> usize {
+    c.argv.len() + c.executable.len() + c.filename.len() + 64
+}
+
 pub struct PendingCaptures {
     by_pid: HashMap<u32, VecDeque<(u64, ExecCapture)>>,
     len: usize,
+    bytes: usize,
     capacity: usize,
     max_age_ms: u64,
     pub stats: CaptureStats,
@@ -31,6 +40,7 @@ impl PendingCaptures {
         PendingCaptures {
             by_pid: HashMap::new(),
             len: 0,
+            bytes: 0,
             capacity,
             max_age_ms,
             stats: CaptureStats::default(),
@@ -46,11 +56,13 @@ impl PendingCaptures {
     }
 
     pub fn push(&mut self, capture: ExecCapture, now_ms: u64) {
-        if self.len >= self.capacity {
+        let w = weight(&capture);
+        if self.len >= self.capacity || self.bytes + w > MAX_PENDING_BYTES {
             self.stats.dropped_full += 1;
             return;
         }
         self.len += 1;
+        self.bytes += w;
         self.by_pid
             .entry(capture.pid)
             .or_default()
@@ -65,6 +77,7 @@ impl PendingCaptures {
             self.by_pid.remove(&pid);
         }
         self.len -= 1;
+        self.bytes -= weight(&c);
         self.stats.matched += 1;
         Some(c)
     }
@@ -74,17 +87,21 @@ impl PendingCaptures {
     pub fn expire(&mut self, now_ms: u64) {
         let max_age = self.max_age_ms;
         let mut expired = 0;
+        let mut freed = 0;
         self.by_pid.retain(|_, q| {
             while q
                 .front()
                 .is_some_and(|(at, _)| now_ms.saturating_sub(*at) > max_age)
             {
-                q.pop_front();
+                if let Some((_, c)) = q.pop_front() {
+                    freed += weight(&c);
+                }
                 expired += 1;
             }
             !q.is_empty()
         });
         self.len -= expired;
+        self.bytes -= freed;
         self.stats.expired += expired as u64;
     }
 }
@@ -131,6 +148,20 @@ mod tests {
         assert!(p.take(1).is_none());
         assert!(p.take(2).is_some());
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn byte_budget_bounds_big_argv() {
+        let mut p = PendingCaptures::new(1000, 100);
+        let mut big = cap(1, "x");
+        big.argv = vec![b'a'; MAX_PENDING_BYTES / 2];
+        p.push(big.clone(), 0);
+        p.push(big.clone(), 0);
+        assert_eq!(p.len(), 1, "the second would pass the byte budget");
+        assert_eq!(p.stats.dropped_full, 1);
+        p.take(1);
+        p.push(big, 0);
+        assert_eq!(p.len(), 1, "taking frees its bytes");
     }
 
     #[test]

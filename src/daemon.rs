@@ -52,6 +52,8 @@ const EXIT_GRACE_MS: u64 = 5_000;
 const SELF_CHECK: Duration = Duration::from_secs(2);
 const HOUSEKEEPING: Duration = Duration::from_millis(500);
 const STATS_EVERY: Duration = Duration::from_secs(300);
+/// The least time between two `/proc` rescans after overruns.
+const RESYNC_EVERY: Duration = Duration::from_secs(5);
 const FLUSH_ON_EXIT: Duration = Duration::from_millis(800);
 
 /// Exit codes, documented in the README.
@@ -176,7 +178,12 @@ pub fn run(opts: RunOptions) -> Result<()> {
         captured: Vec::new(),
         marked_containers: HashSet::new(),
         seq_gaps: SeqGaps::default(),
+        resync_due: false,
+        last_resync: Instant::now()
+            .checked_sub(RESYNC_EVERY)
+            .unwrap_or_else(Instant::now),
         deny_scratch: Vec::new(),
+        denied: Vec::new(),
         enforce: cfg.sensor.enforce,
         blocked_execs: 0,
         control: None,
@@ -372,7 +379,12 @@ struct Loop {
     captured: Vec<ExecCapture>,
     marked_containers: HashSet<String>,
     seq_gaps: SeqGaps,
+    /// Exits may have been lost in an overrun: rescan /proc when due.
+    resync_due: bool,
+    last_resync: Instant,
     deny_scratch: Vec<crate::rules::Match>,
+    /// Execs refused during the current drain: (pid, event, rule).
+    denied: Vec<(u32, crate::event::Event, crate::rules::Match)>,
     enforce: bool,
     blocked_execs: u64,
     control: Option<ControlServer>,
@@ -481,6 +493,11 @@ impl Loop {
                 let now_ms = self.now_ms();
                 self.pipeline.table.expire(now_ms);
                 self.pending.expire(now_ms);
+                if self.resync_due && self.last_resync.elapsed() >= RESYNC_EVERY {
+                    self.resync_due = false;
+                    self.last_resync = Instant::now();
+                    self.pipeline.resync(now_ms);
+                }
                 self.log_counters(false);
                 if self.last_file_check.elapsed() >= FILE_CHECK_EVERY {
                     self.last_file_check = Instant::now();
@@ -499,9 +516,11 @@ impl Loop {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if netlink::is_overrun(&e) => {
+                    // The rescan runs from housekeeping, at most every few
+                    // seconds: done here, under the storm that caused the
+                    // overrun, it would cause the next one.
                     self.pipeline.counters.overruns += 1;
-                    let now_ms = self.now_ms();
-                    self.pipeline.resync(now_ms);
+                    self.resync_due = true;
                     continue;
                 }
                 Err(e) => {
@@ -538,11 +557,17 @@ impl Loop {
         };
         let pipeline = &mut self.pipeline;
         let scratch = &mut self.deny_scratch;
+        let decided = &mut self.denied;
         // Only called with `sensor.enforce`; it runs while the exec waits.
+        // What it decided on is kept, so the alert for a refused exec says
+        // exactly why, without a second look at /proc.
         let mut decide = |cap: &ExecCapture| {
             let ev = pipeline.permission_event(cap);
             match pipeline.rules.denies(&ev, scratch) {
-                Some(_) => Verdict::Deny,
+                Some(m) => {
+                    decided.push((cap.pid, ev, m));
+                    Verdict::Deny
+                }
                 None => Verdict::Allow,
             }
         };
@@ -553,11 +578,13 @@ impl Loop {
             if cap.verdict == Verdict::Deny {
                 // The exec fails with EPERM: no exec event will follow, so
                 // the alert is made here, from the permission-time facts.
-                self.blocked(&cap);
+                self.blocked(cap.pid);
             } else if cap.args_read {
                 self.pending.push(cap, now_ms);
             }
         }
+        // Decisions the watchdog overtook (it allowed the exec first).
+        self.denied.clear();
     }
 
     fn on_kernel(&mut self, ev: wire::KernelEvent) {
@@ -595,15 +622,16 @@ impl Loop {
         }
     }
 
-    fn blocked(&mut self, cap: &ExecCapture) {
-        let ev = self.pipeline.permission_event(cap);
-        if let Some(m) = self.pipeline.rules.denies(&ev, &mut self.deny_scratch) {
-            let mut alert = self.pipeline.rules.alert(&ev, &m);
-            alert.event.outcome = Some("blocked".into());
-            self.pipeline.counters.alerts += 1;
-            self.blocked_execs += 1;
-            self.outputs.emit(&alert);
-        }
+    fn blocked(&mut self, pid: u32) {
+        let Some(i) = self.denied.iter().position(|(p, _, _)| *p == pid) else {
+            return;
+        };
+        let (_, ev, m) = self.denied.swap_remove(i);
+        let mut alert = self.pipeline.rules.alert(&ev, &m);
+        alert.event.outcome = Some("blocked".into());
+        self.pipeline.counters.alerts += 1;
+        self.blocked_execs += 1;
+        self.outputs.emit(&alert);
     }
 
     /// A container's own filesystems (a tmpfs /tmp, /dev/shm) are separate

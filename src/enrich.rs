@@ -82,6 +82,18 @@ impl ProcReader {
     /// replaces the cmdline and exe reads. A vanished process is not an
     /// error: the facts stay partial.
     pub fn read(&self, pid: u32, full: bool, capture: Option<ExecCapture>) -> ProcFacts {
+        self.read_limited(pid, full, capture, self.max_args_bytes)
+    }
+
+    /// [`Self::read`] keeping at most `max_args` bytes of cmdline (a `/proc`
+    /// scan only needs what the table keeps for children).
+    pub fn read_limited(
+        &self,
+        pid: u32,
+        full: bool,
+        capture: Option<ExecCapture>,
+        max_args: usize,
+    ) -> ProcFacts {
         let p = &self.procfs;
         let mut f = ProcFacts {
             pid,
@@ -96,7 +108,7 @@ impl ProcReader {
                 f.captured = true;
             }
             // cmdline first: it is what a short-lived process loses first.
-            None => match p.cmdline(pid, &mut f.cmdline, self.max_args_bytes) {
+            None => match p.cmdline(pid, &mut f.cmdline, max_args) {
                 Ok(t) => f.cmdline_truncated = t,
                 Err(_) => f.cmdline.clear(),
             },

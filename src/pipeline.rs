@@ -96,7 +96,9 @@ impl Pipeline {
 
     /// Reads one process from `/proc` into the table without emitting.
     fn learn(&mut self, pid: u32) {
-        let facts = self.reader.read(pid, false, None);
+        let facts =
+            self.reader
+                .read_limited(pid, false, None, crate::process_table::MAX_IMAGE_ARGS_BYTES);
         let Some(stat) = facts.stat.as_ref() else {
             return;
         };
