@@ -15,6 +15,9 @@ use crate::fanotify::ExecCapture;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CaptureStats {
     pub matched: u64,
+    /// Captures skipped because they were not the exec being reported (an
+    /// earlier exec of the same process that failed after the open).
+    pub mismatched: u64,
     pub expired: u64,
     pub dropped_full: u64,
 }
@@ -82,6 +85,28 @@ impl PendingCaptures {
         Some(c)
     }
 
+    /// The capture of the exec the proc connector reports for `pid`, given
+    /// the kernel's comm after that exec (the basename of the path passed to
+    /// execve, cut at 15 bytes). Older captures of the same pid that do not
+    /// fit are from execs that failed after the open: they are skipped and
+    /// counted, so a failed `execve("/tmp/junk", …)` can never lend its argv
+    /// to the next exec. Without a comm (the process is gone), the oldest
+    /// capture is taken.
+    pub fn take_for(&mut self, pid: u32, comm: Option<&[u8]>) -> Option<ExecCapture> {
+        let Some(comm) = comm else {
+            return self.take(pid);
+        };
+        loop {
+            let fits = comm_fits(&self.by_pid.get(&pid)?.front()?.1, comm);
+            if fits {
+                return self.take(pid);
+            }
+            self.take(pid);
+            self.stats.matched -= 1;
+            self.stats.mismatched += 1;
+        }
+    }
+
     /// Drops captures older than the maximum age (execs that failed after
     /// the open, or whose event the kernel dropped).
     pub fn expire(&mut self, now_ms: u64) {
@@ -106,6 +131,22 @@ impl PendingCaptures {
     }
 }
 
+/// Whether `comm` is what the kernel sets after the exec of `c`.
+fn comm_fits(c: &ExecCapture, comm: &[u8]) -> bool {
+    const COMM_MAX: usize = 15;
+    if c.filename.is_empty() {
+        // fexecve / execveat(fd, "", AT_EMPTY_PATH): the kernel names the
+        // file "/dev/fd/N", so comm is the descriptor number.
+        return !comm.is_empty() && comm.iter().all(u8::is_ascii_digit);
+    }
+    let base = c
+        .filename
+        .rsplit(|&b| b == b'/')
+        .next()
+        .unwrap_or(&c.filename);
+    base[..base.len().min(COMM_MAX)] == *comm
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,7 +158,7 @@ mod tests {
             argv: arg.as_bytes().to_vec(),
             truncated: false,
             executable: vec![],
-            filename: vec![],
+            filename: format!("/usr/bin/{arg}").into_bytes(),
             interpreter: None,
             syscall: 59,
             args_read: true,
@@ -136,6 +177,33 @@ mod tests {
         assert!(p.take(1).is_none());
         assert_eq!(p.len(), 1);
         assert_eq!(p.stats.matched, 2);
+    }
+
+    #[test]
+    fn a_failed_exec_never_lends_its_argv_to_the_next() {
+        let mut p = PendingCaptures::new(8, 1000);
+        p.push(cap(7, "junk"), 0); // execve("/usr/bin/junk") failed after the open
+        p.push(cap(7, "kubectl"), 1);
+        let c = p.take_for(7, Some(b"kubectl")).unwrap();
+        assert_eq!(c.argv, b"kubectl");
+        assert_eq!(p.stats.mismatched, 1);
+        assert_eq!(p.stats.matched, 1);
+        assert!(p.is_empty());
+        // Only a stale capture: nothing is taken for the real exec.
+        p.push(cap(8, "junk"), 0);
+        assert!(p.take_for(8, Some(b"ls")).is_none());
+        assert_eq!(p.stats.mismatched, 2);
+    }
+
+    #[test]
+    fn comm_is_cut_at_15_and_fd_execs_have_numbers() {
+        let mut long = cap(1, "x");
+        long.filename = b"/opt/kube-controller-manager".to_vec();
+        assert!(comm_fits(&long, b"kube-controller"));
+        let mut fd = cap(1, "x");
+        fd.filename.clear();
+        assert!(comm_fits(&fd, b"3"));
+        assert!(!comm_fits(&fd, b"sh"));
     }
 
     #[test]

@@ -603,7 +603,11 @@ impl Loop {
                 if self.capture.is_some() {
                     self.drain_fanotify();
                 }
-                let cap = self.pending.take(tgid);
+                let comm = (!self.pending.is_empty())
+                    .then(|| self.pipeline.reader.procfs.stat(tgid).ok())
+                    .flatten()
+                    .map(|s| s.comm);
+                let cap = self.pending.take_for(tgid, comm.as_deref());
                 Some(self.pipeline.on_exec(tgid, cap))
             }
             _ => self.pipeline.on_kernel(ev, now_ms),
@@ -729,6 +733,7 @@ impl Loop {
                 ("fanotify.marks", f.marks),
                 ("fanotify.mark_errors", f.mark_errors),
                 ("captures.matched", p.matched),
+                ("captures.mismatched", p.mismatched),
                 ("captures.expired", p.expired),
                 ("captures.dropped", p.dropped_full),
             ] {

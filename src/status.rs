@@ -113,6 +113,7 @@ pub fn is_loss(name: &str) -> bool {
         "slow_readers",
         "refused_readers",
         "expired",
+        "mismatched",
         "watchdog_answers",
         "argv_read_errors",
         "running_misses",
