@@ -224,9 +224,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
         }
     };
     lp.features = Features {
-        kernel: nix::sys::utsname::uname()
-            .map(|u| u.release().to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        kernel: kernel_release(),
         proc_connector: true,
         fanotify: fanotify_state,
         cgroup: cgroup_version().into(),
@@ -254,9 +252,7 @@ fn open_capture(cfg: &Config) -> Result<(Option<FanotifyCapture>, String)> {
         enforce: cfg.sensor.enforce,
     };
     let mode = cfg.sensor.capture.as_str();
-    let release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let release = kernel_release();
     if mode != "proc"
         && let Err(why) = fanotify_kernel_ok(&release)
     {
@@ -308,6 +304,12 @@ pub fn choose_capture<C>(
             Ok((None, format!("unavailable: {e}")))
         }
     }
+}
+
+fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// `v2` (unified), `hybrid` (v1 with a unified hierarchy beside it) or
@@ -675,6 +677,9 @@ impl Loop {
     /// file keeps the running rule set.
     fn reload(&mut self) {
         self.outputs.reopen();
+        if let Ok(text) = std::fs::read_to_string("/etc/passwd") {
+            self.pipeline.host.users = enrich::parse_passwd(&text);
+        }
         if let (None, Some(path)) = (&self.cli_rules, &self.opts_config)
             && let Err(e) = Config::load(path)
         {

@@ -208,11 +208,8 @@ pub fn build_event(inp: &EventInput<'_>) -> Event {
         working_directory: f.cwd.as_deref().map(|c| bytes::render(c).0.into_owned()),
         start: f.stat.as_ref().map(|s| start_time(host, s.start_ticks)),
         interactive: tty_nr != 0,
-        tty: (tty_nr != 0).then_some(Tty {
-            char_device: CharDevice {
-                major: (tty_nr >> 8) & 0xfff,
-                minor: (tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00),
-            },
+        tty: procfs::tty_major_minor(tty_nr).map(|(major, minor)| Tty {
+            char_device: CharDevice { major, minor },
         }),
         user: User {
             id: uid.map(|u| u.to_string()).unwrap_or_default(),
@@ -421,19 +418,14 @@ pub fn process_name(comm: &str, executable: &str, argv0: Option<&str>) -> String
 
 /// `process.entity_id`: stable for (host, boot, pid, start time).
 pub fn entity_id(seed: u64, key: ProcKey) -> String {
-    let mut h = seed ^ 0xcbf2_9ce4_8422_2325;
-    for b in key
-        .pid
-        .to_le_bytes()
-        .iter()
-        .chain(&key.start_ticks.to_le_bytes())
-    {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    let mut bytes = [0u8; 20];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    bytes[8..12].copy_from_slice(&key.pid.to_le_bytes());
+    bytes[12..].copy_from_slice(&key.start_ticks.to_le_bytes());
+    format!("{:016x}", fnv1a(&bytes))
 }
 
+/// FNV-1a, 64 bit: stable across runs and builds (std's hasher is not).
 pub fn fnv1a(data: &[u8]) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     for b in data {

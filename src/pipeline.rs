@@ -223,6 +223,17 @@ impl Pipeline {
                 ..
             } if child_pid == child_tgid => {
                 self.counters.forks += 1;
+                // A parent that never exec'd (a subshell) has no start time
+                // yet: read it now, so its children name it by its real
+                // identity (`process.parent.entity_id`).
+                if self
+                    .table
+                    .live(parent_tgid)
+                    .is_some_and(|e| e.key.start_ticks == 0)
+                    && let Ok(st) = self.reader.procfs.stat(parent_tgid)
+                {
+                    self.table.set_start(parent_tgid, st.start_ticks);
+                }
                 self.table.fork(parent_tgid, child_tgid);
                 None
             }

@@ -122,6 +122,16 @@ impl ProcessTable {
         });
     }
 
+    /// Gives a fork-created entry (start time not read yet) its identity,
+    /// before it forks children that will name it as their parent.
+    pub fn set_start(&mut self, pid: u32, start_ticks: u64) {
+        if let Some(e) = self.by_pid.get_mut(&pid)
+            && e.key.start_ticks == 0
+        {
+            e.key.start_ticks = start_ticks;
+        }
+    }
+
     /// A new process forked from `parent_pid`; it runs the parent's image
     /// until it execs. Its start time is read only if it execs.
     pub fn fork(&mut self, parent_pid: u32, child_pid: u32) {
@@ -249,6 +259,19 @@ mod tests {
         assert_eq!(child.key, key(11, 7));
         assert_eq!(child.parent, Some(key(10, 5)));
         assert_eq!(child.image.name, "ls");
+    }
+
+    #[test]
+    fn a_fork_only_parent_gets_its_identity_before_its_children() {
+        let mut t = ProcessTable::new(16, 1000);
+        t.upsert(key(10, 5), None, img("bash"));
+        t.fork(10, 11); // a subshell: fork without exec
+        t.set_start(11, 77);
+        t.fork(11, 12);
+        assert_eq!(t.live(12).unwrap().parent, Some(key(11, 77)));
+        assert!(t.get(key(11, 77)).is_some());
+        t.set_start(11, 99);
+        assert_eq!(t.live(11).unwrap().key, key(11, 77), "set once");
     }
 
     #[test]
