@@ -6,10 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{
-    DockerContainer, RuncContainer, Sensor, TEST_IMAGE, docker_available, json_path, json_str,
-    random_container_id, random_uuid, rules_dir, runc_available, unique_name,
-};
+use common::{Sensor, json_path, json_str, rules_dir, unique_name};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -55,21 +52,9 @@ fn kubectl_exec_in_a_container_raises_the_container_rules() {
     let s = sensor();
     let marker = unique_name("pod");
     let argv = ["kubectl", "exec", "-it", marker.as_str(), "--", "sh"];
-    let (_docker, _runc, id) = if docker_available() {
-        let c = DockerContainer::run(TEST_IMAGE, &["sleep", "300"], &[]);
-        assert!(c.wait_running(WAIT));
-        c.exec_tty(&argv);
-        let id = c.id().to_string();
-        (Some(c), None, id)
-    } else {
-        assert!(runc_available(), "neither docker nor runc");
-        eprintln!("docker NOT available: using runc");
-        let id = random_container_id();
-        let path = format!("/kubepods/besteffort/pod{}/{id}", random_uuid());
-        let c = RuncContainer::start(&path, &[], &["sh", "-c", "sleep 300; true"]);
-        c.exec(&argv);
-        (None, Some(c), id)
-    };
+    let c = common::AnyContainer::start();
+    c.exec_tty(&argv);
+    let id = c.id().to_string();
     for rule in [
         "t1609-elastic-cmu-in-container",
         "t1609-datadog-cmu-in-container",

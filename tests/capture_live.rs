@@ -10,11 +10,8 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{
-    DockerContainer, Sensor, TEST_IMAGE, docker_available, json_path, json_str, rules_dir,
-    unique_name,
-};
-use serde_json::Value;
+use common::events::{args_of, is_exec_with_arg, sensor};
+use common::{DockerContainer, Sensor, TEST_IMAGE, docker_available, json_str, unique_name};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -24,37 +21,6 @@ static STORMS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn alone() -> std::sync::MutexGuard<'static, ()> {
     STORMS.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn sensor(capture: &str) -> Sensor {
-    let rules = rules_dir();
-    let mut s = Sensor::spawn(&[
-        "run",
-        "--output",
-        "stdout",
-        "--events",
-        "--capture",
-        capture,
-        "--rules",
-        rules.to_str().unwrap(),
-    ]);
-    s.wait_ready(WAIT);
-    s
-}
-
-fn args_of(v: &Value) -> Vec<String> {
-    json_path(v, "process.args")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn has_arg(v: &Value, marker: &str) -> bool {
-    json_str(v, "event.kind") == Some("event") && args_of(v).iter().any(|a| a == marker)
 }
 
 /// `/bin/true <tag>-<worker>-<i>` from `workers` threads; returns the
@@ -103,7 +69,7 @@ fn fanotify_mode_reports_the_exact_argv_of_short_lived_execs() {
         return;
     }
     let _alone = alone();
-    let s = sensor("fanotify");
+    let s = sensor("fanotify", &[]);
     let tag = unique_name("storm");
     let tokens = storm(&tag, 2, 2500);
     let share = exact_share(&s, &tag, &tokens);
@@ -124,7 +90,7 @@ fn proc_mode_argv_figure_is_reported() {
         return;
     }
     let _alone = alone();
-    let s = sensor("proc");
+    let s = sensor("proc", &[]);
     let tag = unique_name("pstorm");
     let tokens = storm(&tag, 2, 1000);
     let share = exact_share(&s, &tag, &tokens);
@@ -144,7 +110,7 @@ fn static_binary_hidden_in_dev_shm_is_captured() {
         return;
     }
     let _alone = alone();
-    let s = sensor("fanotify");
+    let s = sensor("fanotify", &[]);
     let path = format!("/dev/shm/.{}", unique_name("x"));
     std::fs::copy(common::busybox(), &path).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -155,7 +121,7 @@ fn static_binary_hidden_in_dev_shm_is_captured() {
     let _ = std::fs::remove_file(&path);
     assert!(out.status.success());
     let ev = s
-        .wait_for(|v| has_arg(v, &marker), WAIT)
+        .wait_for(|v| is_exec_with_arg(v, &marker), WAIT)
         .unwrap_or_else(|| panic!("no event; stderr:\n{}", s.stderr()));
     assert_eq!(args_of(&ev), ["true", "--hidden", marker.as_str()]);
     assert_eq!(json_str(&ev, "execsentry.args_source"), Some("fanotify"));
@@ -168,7 +134,7 @@ fn script_with_arguments_names_its_interpreter() {
         return;
     }
     let _alone = alone();
-    let s = sensor("fanotify");
+    let s = sensor("fanotify", &[]);
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("tool.sh");
     std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
@@ -182,7 +148,7 @@ fn script_with_arguments_names_its_interpreter() {
             .success()
     );
     let ev = s
-        .wait_for(|v| has_arg(v, &marker), WAIT)
+        .wait_for(|v| is_exec_with_arg(v, &marker), WAIT)
         .unwrap_or_else(|| panic!("no event; stderr:\n{}", s.stderr()));
     assert_eq!(args_of(&ev)[1], marker);
     assert_eq!(json_str(&ev, "execsentry.interpreter"), Some("/bin/sh"));
@@ -199,7 +165,7 @@ fn exec_in_docker_container_has_exact_argv_and_context() {
         return;
     }
     let _alone = alone();
-    let s = sensor("fanotify");
+    let s = sensor("fanotify", &[]);
     let c = DockerContainer::run(TEST_IMAGE, &["sleep", "300"], &[]);
     assert!(c.wait_running(WAIT));
     let marker = unique_name("dk");
@@ -208,7 +174,7 @@ fn exec_in_docker_container_has_exact_argv_and_context() {
     // The host's `docker exec …` carries the marker too: take the one inside.
     let ev = s
         .wait_for(
-            |v| has_arg(v, &marker) && args_of(v).first().is_some_and(|a| a == "kubectl"),
+            |v| is_exec_with_arg(v, &marker) && args_of(v).first().is_some_and(|a| a == "kubectl"),
             WAIT,
         )
         .unwrap_or_else(|| panic!("no event; stderr:\n{}", s.stderr()));
@@ -237,7 +203,7 @@ fn sigkill_during_a_storm_leaves_no_exec_blocked() {
         return;
     }
     let _alone = alone();
-    let mut s = sensor("fanotify");
+    let mut s = sensor("fanotify", &[]);
     let tag = unique_name("kill");
     let worker = thread::spawn(move || storm(&tag, 2, 1500).len());
     thread::sleep(Duration::from_millis(300));

@@ -11,10 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::rsyslog::Collector;
-use common::{
-    DockerContainer, RuncContainer, Sensor, TEST_IMAGE, docker_available, random_container_id,
-    random_uuid, rules_dir, unique_name,
-};
+use common::{Sensor, rules_dir, unique_name};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -137,20 +134,9 @@ fn a_container_exec_reaches_rsyslog_over_four_transports_and_tail() {
     // The exec: kubectl exec -it … inside a real container.
     let marker = unique_name("e2e");
     let argv = ["kubectl", "exec", "-it", marker.as_str(), "--", "sh"];
-    let (_docker, _runc, id) = if docker_available() {
-        let c = DockerContainer::run(TEST_IMAGE, &["sleep", "300"], &[]);
-        assert!(c.wait_running(WAIT));
-        c.exec(&argv);
-        let id = c.id().to_string();
-        (Some(c), None, id)
-    } else {
-        eprintln!("docker NOT available: using runc");
-        let id = random_container_id();
-        let path = format!("/kubepods/besteffort/pod{}/{id}", random_uuid());
-        let c = RuncContainer::start(&path, &[], &["sh", "-c", "sleep 300; true"]);
-        c.exec(&argv);
-        (None, Some(c), id)
-    };
+    let c = common::AnyContainer::start();
+    c.exec(&argv);
+    let id = c.id().to_string();
 
     for (t, file) in transports
         .iter()

@@ -9,10 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{
-    DockerContainer, RuncContainer, Sensor, TEST_IMAGE, docker_available, json_str, rules_dir,
-    unique_name,
-};
+use common::{AnyContainer, Sensor, json_str, rules_dir, unique_name};
 
 const WAIT: Duration = Duration::from_secs(10);
 const DENY_RULE: &str = "t1609-deny-cmu-in-container";
@@ -63,39 +60,12 @@ fn sensor(cfg: &Path, dir: &Path) -> Sensor {
     ])
 }
 
-/// Somewhere to run `kubectl` inside a container.
-enum Sandbox {
-    Docker(DockerContainer),
-    Runc(RuncContainer),
-}
-
-impl Sandbox {
-    fn start() -> Sandbox {
-        if docker_available() {
-            let c = DockerContainer::run(TEST_IMAGE, &["sleep", "300"], &[]);
-            assert!(c.wait_running(WAIT));
-            Sandbox::Docker(c)
-        } else {
-            eprintln!("docker NOT available: using runc");
-            Sandbox::Runc(RuncContainer::start(
-                "",
-                &[],
-                &["sh", "-c", "sleep 300; true"],
-            ))
-        }
-    }
-
-    /// The shell inside reports how the exec of `kubectl` went: 126 is the
-    /// shell's code for "found but could not execute" (our EPERM), 127 is
-    /// busybox's "applet not found" (it ran).
-    fn run_kubectl(&self, marker: &str) -> Output {
-        let script = format!("kubectl get pods {marker}; echo rc=$?");
-        let argv = ["sh", "-c", script.as_str()];
-        match self {
-            Sandbox::Docker(c) => c.exec(&argv),
-            Sandbox::Runc(c) => c.exec(&argv),
-        }
-    }
+/// The shell inside reports how the exec of `kubectl` went: 126 is the
+/// shell's code for "found but could not execute" (our EPERM), 127 is
+/// busybox's "applet not found" (it ran).
+fn run_kubectl(c: &AnyContainer, marker: &str) -> Output {
+    let script = format!("kubectl get pods {marker}; echo rc=$?");
+    c.exec(&["sh", "-c", script.as_str()])
 }
 
 #[test]
@@ -108,9 +78,9 @@ fn enforcement_blocks_kubectl_in_a_container_and_says_so() {
     let rules_d = enable_deny(dir.path());
     let mut s = sensor(&config(dir.path(), true, Some(&rules_d)), dir.path());
     s.wait_ready(WAIT);
-    let b = Sandbox::start();
+    let b = AnyContainer::start();
     let marker = unique_name("deny");
-    let out = b.run_kubectl(&marker);
+    let out = run_kubectl(&b, &marker);
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("rc=126"), "the exec was refused: {text}");
@@ -145,8 +115,8 @@ fn without_enforcement_the_tool_runs() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = sensor(&config(dir.path(), false, None), dir.path());
     s.wait_ready(WAIT);
-    let b = Sandbox::start();
-    let out = b.run_kubectl(&unique_name("allow"));
+    let b = AnyContainer::start();
+    let out = run_kubectl(&b, &unique_name("allow"));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("rc=127"),

@@ -26,6 +26,7 @@ use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
+use common::events::{arg_bytes, args_of, has_arg_of_kind};
 use common::{Sensor, json_path, json_str, unique_name};
 use execsentry::config::{Format, Payload};
 use execsentry::event::Event;
@@ -56,34 +57,6 @@ fn sensor(dir: &Path) -> Sensor {
     ]);
     s.wait_ready(Duration::from_secs(10));
     s
-}
-
-fn args_of(v: &Value) -> Vec<String> {
-    json_path(v, "process.args")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Argument `i` as bytes, undoing the documented escaping.
-fn arg_bytes(v: &Value, i: usize) -> Vec<u8> {
-    let text = args_of(v)[i].clone();
-    let escaped = json_path(v, "execsentry.args_escaped")
-        .and_then(Value::as_array)
-        .is_some_and(|a| a.iter().any(|x| x.as_u64() == Some(i as u64)));
-    if escaped {
-        execsentry::bytes::unescape(&text)
-    } else {
-        text.into_bytes()
-    }
-}
-
-fn has_arg(v: &Value, kind: &str, marker: &str) -> bool {
-    json_str(v, "event.kind") == Some(kind) && args_of(v).iter().any(|a| a == marker)
 }
 
 /// Every hostile argument shape the issue names, plus a kubelet URL so the
@@ -197,7 +170,7 @@ fn hostile_argv_name_and_path_stay_exact_in_json_and_inert_in_syslog() {
     );
 
     let ev = s
-        .wait_for(|v| has_arg(v, "event", &marker), WAIT)
+        .wait_for(|v| has_arg_of_kind(v, "event", &marker), WAIT)
         .unwrap_or_else(|| panic!("no exec event with {marker}; stderr:\n{}", s.stderr()));
     assert!(
         s.non_json_lines().is_empty(),
@@ -235,7 +208,7 @@ fn hostile_argv_name_and_path_stay_exact_in_json_and_inert_in_syslog() {
 
     // The alert the kubelet rule raised on the same exec.
     let alert = s
-        .wait_for(|v| has_arg(v, "alert", &marker), WAIT)
+        .wait_for(|v| has_arg_of_kind(v, "alert", &marker), WAIT)
         .unwrap_or_else(|| panic!("no alert with {marker}; stderr:\n{}", s.stderr()));
     assert_eq!(
         json_str(&alert, "rule.id"),
@@ -285,7 +258,7 @@ fn short_hostile_name_is_exact() {
     let marker = unique_name("short");
     run_fresh(Command::new(&exe).arg(&marker));
     let ev = s
-        .wait_for(|v| has_arg(v, "event", &marker), WAIT)
+        .wait_for(|v| has_arg_of_kind(v, "event", &marker), WAIT)
         .unwrap_or_else(|| panic!("no exec event with {marker}; stderr:\n{}", s.stderr()));
     assert_eq!(json_str(&ev, "process.name"), Some(name));
     assert!(s.non_json_lines().is_empty());
@@ -314,7 +287,7 @@ fn two_mib_argv_is_exact_or_marked_truncated() {
             .args(args.iter().map(|a| OsString::from_vec(a.clone())))
             .env_clear(),
     );
-    let Some(ev) = s.wait_for(|v| has_arg(v, "event", &marker), WAIT) else {
+    let Some(ev) = s.wait_for(|v| has_arg_of_kind(v, "event", &marker), WAIT) else {
         panic!(
             "no event with the 2 MiB argv's first argument; stderr:\n{}",
             s.stderr()

@@ -18,7 +18,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{
-    DockerContainer, Sensor, TEST_IMAGE, docker_available, json_path, json_str, rules_dir, run_ok,
+    DockerContainer, TEST_IMAGE, docker_available, json_path, json_str, rules_dir, run_ok,
     unique_name,
 };
 use execsentry::event::ExeIdentity;
@@ -189,16 +189,7 @@ fn renamed_docker_on_the_host_and_hidden_in_a_container_alert_by_identity() {
         eprintln!("\n*** SKIPPED: needs Docker for the container half ***\n");
         return;
     }
-    let rules = rules_dir();
-    let mut s = Sensor::spawn(&[
-        "run",
-        "--output",
-        "stdout",
-        "--events",
-        "--rules",
-        rules.to_str().unwrap(),
-    ]);
-    s.wait_ready(WAIT);
+    let s = common::events::sensor("auto", &[]);
 
     let gdocker = RmOnDrop(PathBuf::from("/tmp/gdocker"));
     std::fs::copy(&b.plain, &gdocker.0).unwrap();

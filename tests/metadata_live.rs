@@ -9,25 +9,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{DockerContainer, RuncContainer, Sensor, TEST_IMAGE, docker_available};
-use common::{json_path, json_str, random_container_id, random_uuid, rules_dir, run_ok};
+use common::{json_path, json_str, random_container_id, random_uuid, run_ok};
 use common::{runc_available, unique_name};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn sensor() -> Sensor {
-    let rules = rules_dir();
-    let mut s = Sensor::spawn(&[
-        "run",
-        "--output",
-        "stdout",
-        "--events",
-        "--rules",
-        rules.to_str().unwrap(),
-    ]);
-    s.wait_ready(WAIT);
-    s
-}
 
 fn exec_with_arg(s: &Sensor, marker: &str) -> Value {
     s.wait_for(
@@ -50,7 +36,7 @@ fn runc_with_cri_annotations_names_container_pod_and_image() {
         eprintln!("SKIP: runc not available");
         return;
     }
-    let s = sensor();
+    let s = common::events::sensor("auto", &[]);
     let pod = random_uuid();
     let id = random_container_id();
     let cgroup = format!("/kubepods/besteffort/pod{pod}/{id}");
@@ -103,7 +89,7 @@ fn docker_container_name_image_and_labels() {
         eprintln!("SKIP: docker NOT available");
         return;
     }
-    let s = sensor();
+    let s = common::events::sensor("auto", &[]);
     let marker = unique_name("dmeta");
     let c = DockerContainer::run(
         TEST_IMAGE,
@@ -149,7 +135,7 @@ fn docker_privileged_container_is_flagged() {
         eprintln!("SKIP: docker NOT available");
         return;
     }
-    let s = sensor();
+    let s = common::events::sensor("auto", &[]);
     let marker = unique_name("priv");
     let args = ["sh", "-c", "sleep 300; true", marker.as_str()];
     let can_start = Command::new("docker")

@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::events::{args_of, is_exec_with_arg, sensor};
 use common::{Sensor, json_path, json_str, run_ok, unique_name};
 use serde_json::Value;
 
@@ -26,36 +27,6 @@ static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn one_heavy_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn sensor(capture: &str) -> Sensor {
-    let mut s = Sensor::spawn(&[
-        "run",
-        "--output",
-        "stdout",
-        "--events",
-        "--capture",
-        capture,
-        "--rules",
-        common::rules_dir().to_str().unwrap(),
-    ]);
-    s.wait_ready(WAIT);
-    s
-}
-
-fn args_of(v: &Value) -> Vec<String> {
-    json_path(v, "process.args")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn is_exec_with_arg(v: &Value, marker: &str) -> bool {
-    json_str(v, "event.kind") == Some("event") && args_of(v).iter().any(|a| a == marker)
 }
 
 fn u64_at(v: &Value, path: &str) -> u64 {
@@ -308,7 +279,7 @@ fn reused_pid_is_never_enriched_with_the_old_process() {
         return;
     }
     let _heavy = one_heavy_at_a_time();
-    let s = sensor("auto");
+    let s = sensor("auto", &[]);
     // Small enough to wrap in a few thousand forks, large enough that the
     // rest of the machine (its other tests included) still finds free pids.
     let limit = 4096;
@@ -395,7 +366,7 @@ fn sigterm_under_an_exec_storm_exits_zero_promptly() {
     }
     let _heavy = one_heavy_at_a_time();
     let h = helpers();
-    let mut s = sensor("auto");
+    let mut s = sensor("auto", &[]);
     let storm = Storm::start(&h, 200_000, &unique_name("term"));
     // Let the storm reach full rate and the sensor's queues fill.
     thread::sleep(Duration::from_millis(1500));
@@ -433,7 +404,7 @@ fn netlink_overrun_is_counted_and_events_resume() {
     // proc capture: a stopped fanotify listener would hold every exec on
     // the machine for its watchdog's timeout; the overrun is the proc
     // connector's.
-    let mut s = sensor("proc");
+    let mut s = sensor("proc", &[]);
     s.signal(libc::SIGSTOP);
     let summary = Storm::start(&h, 15_000, &unique_name("ovr")).finish();
     eprintln!("while the sensor was stopped: {summary}");
@@ -481,7 +452,7 @@ fn exec_after_the_parent_exited_keeps_the_forking_parent() {
         return;
     }
     let h = helpers();
-    let s = sensor("auto");
+    let s = sensor("auto", &[]);
     for mode in ["orphan", "doublefork"] {
         let marker = unique_name(mode);
         let note = h.path(&format!("{mode}.note"));
@@ -514,7 +485,7 @@ fn exec_from_a_non_leader_thread_reports_the_leader_pid() {
         return;
     }
     let h = helpers();
-    let s = sensor("auto");
+    let s = sensor("auto", &[]);
     let marker = unique_name("thread");
     let note = h.path("thread.note");
     let mut child = Command::new(h.path("race"))

@@ -10,6 +10,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::process::Command;
 use std::time::Duration;
 
+use common::events::{self, arg_bytes, args_of, is_exec_with_arg};
 use common::{DockerContainer, Sensor, TEST_IMAGE, docker_available};
 use common::{RuncContainer, runc_available};
 use common::{json_path, json_str, random_container_id, random_uuid, rules_dir, unique_name};
@@ -18,54 +19,7 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn sensor() -> Sensor {
-    sensor_with("auto")
-}
-
-fn sensor_with(capture: &str) -> Sensor {
-    let rules = rules_dir();
-    let mut s = Sensor::spawn(&[
-        "run",
-        "--output",
-        "stdout",
-        "--events",
-        "--capture",
-        capture,
-        "--rules",
-        rules.to_str().unwrap(),
-    ]);
-    s.wait_ready(WAIT);
-    s
-}
-
-fn is_exec_with_arg(v: &Value, marker: &str) -> bool {
-    json_str(v, "event.kind") == Some("event")
-        && json_path(v, "process.args")
-            .and_then(Value::as_array)
-            .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(marker)))
-}
-
-fn args_of(v: &Value) -> Vec<String> {
-    json_path(v, "process.args")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Reverses the documented `\xNN`/`\\` escaping of `execsentry.args_escaped`.
-fn arg_bytes(v: &Value, i: usize) -> Vec<u8> {
-    let text = args_of(v)[i].clone();
-    let escaped = json_path(v, "execsentry.args_escaped")
-        .and_then(Value::as_array)
-        .is_some_and(|a| a.iter().any(|x| x.as_u64() == Some(i as u64)));
-    if escaped {
-        execsentry::bytes::unescape(&text)
-    } else {
-        text.into_bytes()
-    }
+    events::sensor("auto", &[])
 }
 
 #[test]
@@ -79,7 +33,7 @@ fn host_exec_keeps_exact_argv_and_is_not_a_container() {
 }
 
 fn host_exec_keeps_exact_argv(capture: &str) {
-    let s = sensor_with(capture);
+    let s = events::sensor(capture, &[]);
     let marker = unique_name("argv");
     let big = "A".repeat(100 * 1024);
     let raw_args: Vec<Vec<u8>> = vec![

@@ -13,6 +13,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod docker;
+pub mod events;
 pub mod rsyslog;
 mod runc;
 mod sensor;
@@ -272,4 +273,50 @@ pub fn output_of_fresh(cmd: &mut Command) -> Output {
         }
     }
     panic!("{cmd:?}: text file busy for a second")
+}
+
+/// A container to run things in: Docker when it runs, else runc with a
+/// CRI-style cgroup path (and the fallback is said on stderr). `id()` is
+/// what the sensor must report as `container.id`.
+pub enum AnyContainer {
+    Docker(DockerContainer),
+    Runc { c: RuncContainer, id: String },
+}
+
+impl AnyContainer {
+    pub fn start() -> AnyContainer {
+        if docker_available() {
+            let c = DockerContainer::run(TEST_IMAGE, &["sleep", "300"], &[]);
+            assert!(c.wait_running(std::time::Duration::from_secs(10)));
+            return AnyContainer::Docker(c);
+        }
+        assert!(runc_available(), "neither docker nor runc");
+        eprintln!("docker NOT available: using runc");
+        let id = random_container_id();
+        let path = format!("/kubepods/besteffort/pod{}/{id}", random_uuid());
+        let c = RuncContainer::start(&path, &[], &["sh", "-c", "sleep 300; true"]);
+        AnyContainer::Runc { c, id }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            AnyContainer::Docker(c) => c.id(),
+            AnyContainer::Runc { id, .. } => id,
+        }
+    }
+
+    pub fn exec(&self, argv: &[&str]) -> Output {
+        match self {
+            AnyContainer::Docker(c) => c.exec(argv),
+            AnyContainer::Runc { c, .. } => c.exec(argv),
+        }
+    }
+
+    /// With a terminal where the runtime can give one (`docker exec -it`).
+    pub fn exec_tty(&self, argv: &[&str]) -> Output {
+        match self {
+            AnyContainer::Docker(c) => c.exec_tty(argv),
+            AnyContainer::Runc { c, .. } => c.exec(argv),
+        }
+    }
 }
