@@ -38,6 +38,9 @@ pub struct SensorConfig {
     /// Let rules with `action = "deny"` refuse execs (fanotify capture only).
     /// Off, such a rule is a configuration error rather than a silent no-op.
     pub enforce: bool,
+    /// Seconds between `stats:` self-log lines, written when a loss counter
+    /// moved.
+    pub stats_interval: u64,
 }
 
 impl Default for SensorConfig {
@@ -52,6 +55,7 @@ impl Default for SensorConfig {
             table_size: 65536,
             capture: "auto".into(),
             enforce: false,
+            stats_interval: 300,
         }
     }
 }

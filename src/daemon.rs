@@ -51,7 +51,6 @@ const EXIT_GRACE_MS: u64 = 5_000;
 /// microseconds, so two seconds of silence means we are not subscribed.
 const SELF_CHECK: Duration = Duration::from_secs(2);
 const HOUSEKEEPING: Duration = Duration::from_millis(500);
-const STATS_EVERY: Duration = Duration::from_secs(300);
 /// The least time between two `/proc` rescans after overruns.
 const RESYNC_EVERY: Duration = Duration::from_secs(5);
 const FLUSH_ON_EXIT: Duration = Duration::from_millis(800);
@@ -171,6 +170,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
         self_check_ok: false,
         last_stats: Instant::now(),
         last_losses: 0,
+        stats_every: Duration::from_secs(cfg.sensor.stats_interval.max(1)),
         opts_config: opts.config_path.clone(),
         cli_rules: opts.cli_rules.clone(),
         capture: None,
@@ -371,6 +371,7 @@ struct Loop {
     self_check_pid: Option<u32>,
     self_check_ok: bool,
     last_stats: Instant,
+    stats_every: Duration,
     /// Sum of the loss counters at the last `stats:` line.
     last_losses: u64,
     opts_config: Option<PathBuf>,
@@ -701,7 +702,7 @@ impl Loop {
 
     /// One self-log line when a loss counter moved (or on exit).
     fn log_counters(&mut self, always: bool) {
-        let due = self.last_stats.elapsed() >= STATS_EVERY;
+        let due = self.last_stats.elapsed() >= self.stats_every;
         if !always && !due {
             return;
         }
