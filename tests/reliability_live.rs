@@ -444,6 +444,13 @@ fn netlink_overrun_is_counted_and_events_resume() {
         lost <= 3 * 15_000 + 1000,
         "lost_events={lost} exceeds what happened"
     );
+    // Nothing lost silently: every exec of the storm was either received or
+    // is among the events counted as lost.
+    let execs = stat_value(&stderr, "execs").unwrap_or(0);
+    assert!(
+        execs + lost >= 15_000,
+        "execs={execs} + lost_events={lost} < 15000 execs done:\n{stderr}"
+    );
 }
 
 #[test]
