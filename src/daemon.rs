@@ -606,12 +606,14 @@ impl Loop {
                 if self.capture.is_some() {
                     self.drain_fanotify();
                 }
-                let comm = (!self.pending.is_empty())
+                // With captures pending, stat comes first: its comm picks the
+                // capture of this very exec, and it is read only once.
+                let stat = (!self.pending.is_empty())
                     .then(|| self.pipeline.reader.procfs.stat(tgid).ok())
-                    .flatten()
-                    .map(|s| s.comm);
-                let cap = self.pending.take_for(tgid, comm.as_deref());
-                Some(self.pipeline.on_exec(tgid, cap))
+                    .flatten();
+                let comm = stat.as_ref().map(|s| s.comm.as_slice());
+                let cap = self.pending.take_for(tgid, comm);
+                Some(self.pipeline.on_exec(tgid, cap, stat))
             }
             _ => self.pipeline.on_kernel(ev, now_ms),
         };

@@ -85,6 +85,12 @@ impl ProcReader {
         self.read_limited(pid, full, capture, self.max_args_bytes)
     }
 
+    /// [`Self::read`] with `/proc/<pid>/stat` already read by the caller
+    /// (to match a fanotify capture by comm), so it is not read twice.
+    pub fn read_with_stat(&self, pid: u32, stat: Stat, capture: Option<ExecCapture>) -> ProcFacts {
+        self.read_inner(pid, true, capture, self.max_args_bytes, Some(stat))
+    }
+
     /// [`Self::read`] keeping at most `max_args` bytes of cmdline (a `/proc`
     /// scan only needs what the table keeps for children).
     pub fn read_limited(
@@ -93,6 +99,17 @@ impl ProcReader {
         full: bool,
         capture: Option<ExecCapture>,
         max_args: usize,
+    ) -> ProcFacts {
+        self.read_inner(pid, full, capture, max_args, None)
+    }
+
+    fn read_inner(
+        &self,
+        pid: u32,
+        full: bool,
+        capture: Option<ExecCapture>,
+        max_args: usize,
+        stat: Option<Stat>,
     ) -> ProcFacts {
         let p = &self.procfs;
         let mut f = ProcFacts {
@@ -113,7 +130,7 @@ impl ProcReader {
                 Err(_) => f.cmdline.clear(),
             },
         }
-        f.stat = p.stat(pid).ok();
+        f.stat = stat.or_else(|| p.stat(pid).ok());
         if f.stat.is_none() {
             return f;
         }

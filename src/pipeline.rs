@@ -244,15 +244,24 @@ impl Pipeline {
             }
             // After exec the kernel reports the thread-group leader's pid,
             // even when another thread called execve.
-            KernelEvent::Exec { tgid, .. } => Some(self.on_exec(tgid, None)),
+            KernelEvent::Exec { tgid, .. } => Some(self.on_exec(tgid, None, None)),
             _ => None,
         }
     }
 
-    /// An exec, with the fanotify capture of its argv when there is one.
-    pub fn on_exec(&mut self, pid: u32, capture: Option<ExecCapture>) -> ExecOutcome {
+    /// An exec, with the fanotify capture of its argv when there is one
+    /// and the `/proc/<pid>/stat` read to pick it.
+    pub fn on_exec(
+        &mut self,
+        pid: u32,
+        capture: Option<ExecCapture>,
+        stat: Option<crate::procfs::Stat>,
+    ) -> ExecOutcome {
         self.counters.execs += 1;
-        let facts = self.reader.read(pid, true, capture);
+        let facts = match stat {
+            Some(st) => self.reader.read_with_stat(pid, st, capture),
+            None => self.reader.read(pid, true, capture),
+        };
         let ppid = facts
             .status
             .as_ref()
