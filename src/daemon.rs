@@ -1,6 +1,8 @@
 //! `execsentry run`: set-up, the start-up self-check, and the single mio
 //! event loop that drives the [`Pipeline`] from the proc connector and feeds
-//! the outputs. Nothing in a handler blocks; timers set the poll timeout.
+//! the outputs. Handlers never wait on a peer (sockets are non-blocking,
+//! queues bounded); the slow paths (an overrun rescan) are deferred to
+//! housekeeping, and timers set the poll timeout.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;

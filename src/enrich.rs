@@ -63,7 +63,7 @@ impl ProcFacts {
     }
 }
 
-/// Reads `/proc/<pid>` for enrichment; owns the buffers it reuses.
+/// Reads `/proc/<pid>` for enrichment, bounded by `max_args_bytes`.
 pub struct ProcReader {
     pub procfs: ProcFs,
     pub max_args_bytes: usize,

@@ -122,6 +122,7 @@ impl Pipeline {
         let m = &self.metadata.counters;
         let i = self.identity.stats();
         for (k, v) in [
+            ("kernel_events", c.kernel_events),
             ("execs", c.execs),
             ("forks", c.forks),
             ("exits", c.exits),
