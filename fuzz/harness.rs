@@ -124,17 +124,11 @@ pub fn container_detect(data: &[u8]) {
     }
     let text = String::from_utf8_lossy(rest);
     if let Some(c) = container::detect(&text, &ns, &host) {
-        const RUNTIMES: &[&str] = &[
-            "docker",
-            "containerd",
-            "cri-o",
-            "podman",
-            "lxc",
-            "systemd-nspawn",
-            "ecs",
-            "unknown",
-        ];
-        assert!(RUNTIMES.contains(&c.runtime), "runtime {}", c.runtime);
+        assert!(
+            container::RUNTIMES.contains(&c.runtime),
+            "runtime {}",
+            c.runtime
+        );
     }
     if flags & 7 == 0 {
         // Same namespaces as the host: only a cgroup path can say

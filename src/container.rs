@@ -30,6 +30,18 @@
 
 use crate::event::Namespaces;
 
+/// Every `container.runtime` value [`detect`] gives.
+pub const RUNTIMES: [&str; 8] = [
+    "docker",
+    "containerd",
+    "cri-o",
+    "podman",
+    "lxc",
+    "systemd-nspawn",
+    "ecs",
+    "unknown",
+];
+
 /// What [`detect`] found out about a process's container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerInfo {

@@ -343,17 +343,7 @@ pub fn container_of(ev: &Event) -> Option<ContainerInfo> {
 }
 
 fn runtime_str(r: &str) -> &'static str {
-    const KNOWN: [&str; 8] = [
-        "docker",
-        "containerd",
-        "cri-o",
-        "podman",
-        "lxc",
-        "systemd-nspawn",
-        "ecs",
-        "unknown",
-    ];
-    KNOWN
+    container::RUNTIMES
         .iter()
         .find(|k| **k == r)
         .copied()
