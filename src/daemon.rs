@@ -175,6 +175,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
         stats_every: Duration::from_secs(cfg.sensor.stats_interval.max(1)),
         opts_config: opts.config_path.clone(),
         cli_rules: opts.cli_rules.clone(),
+        rule_paths: cfg.sensor.rules.clone(),
         capture: None,
         pending: PendingCaptures::new(CAPTURE_PENDING_MAX, CAPTURE_MAX_AGE_MS),
         captured: Vec::new(),
@@ -378,6 +379,8 @@ struct Loop {
     last_losses: u64,
     opts_config: Option<PathBuf>,
     cli_rules: Option<Vec<PathBuf>>,
+    /// The rule paths in force (checked for tampering, reloaded on SIGHUP).
+    rule_paths: Vec<PathBuf>,
     capture: Option<FanotifyCapture>,
     pending: PendingCaptures,
     /// Reused buffer for one drain of the capture.
@@ -577,7 +580,7 @@ impl Loop {
             }
         };
         c.drain(&mut decide, &mut self.captured);
-        let now_ms = self.started.elapsed().as_millis() as u64;
+        let now_ms = self.now_ms();
         let captured = std::mem::take(&mut self.captured);
         for cap in captured {
             if cap.verdict == Verdict::Deny {
@@ -685,13 +688,18 @@ impl Loop {
         if let Ok(text) = std::fs::read_to_string("/etc/passwd") {
             self.pipeline.host.users = enrich::parse_passwd(&text);
         }
-        if let (None, Some(path)) = (&self.cli_rules, &self.opts_config)
-            && let Err(e) = Config::load(path)
-        {
-            log::error!("reload: {e}; keeping the running configuration");
-            return;
-        }
-        let paths = self.rule_paths();
+        // The config is read once: its rule paths are what gets reloaded.
+        let paths = match (&self.cli_rules, &self.opts_config) {
+            (Some(r), _) => r.clone(),
+            (None, Some(path)) => match Config::load(path) {
+                Ok(c) => c.sensor.rules,
+                Err(e) => {
+                    log::error!("reload: {e}; keeping the running configuration");
+                    return;
+                }
+            },
+            (None, None) => Config::default().sensor.rules,
+        };
         match load_rules(&paths).and_then(|r| {
             check_enforcement(&r, self.enforce)?;
             Ok(r)
@@ -699,6 +707,7 @@ impl Loop {
             Ok(r) => {
                 log::info!("reloaded {} rules", r.len());
                 self.pipeline.replace_rules(r);
+                self.rule_paths = paths;
             }
             Err(e) => log::error!("reload: {e:#}; keeping the running rule set"),
         }
@@ -817,7 +826,7 @@ impl Loop {
     /// alert (once per distinct finding) when they become writable by
     /// someone other than root.
     fn check_files(&mut self) {
-        let mut paths = self.rule_paths();
+        let mut paths = self.rule_paths.clone();
         paths.extend(self.opts_config.clone());
         paths.retain(|p| p.exists());
         let finding = privilege::check_owned_by_root(&paths)
@@ -828,16 +837,6 @@ impl Loop {
                 self.tamper(Tamper::Files, 0, f);
             }
             self.file_finding = finding;
-        }
-    }
-
-    fn rule_paths(&self) -> Vec<PathBuf> {
-        match (&self.cli_rules, &self.opts_config) {
-            (Some(r), _) => r.clone(),
-            (None, Some(path)) => Config::load(path)
-                .map(|c| c.sensor.rules)
-                .unwrap_or_default(),
-            (None, None) => Config::default().sensor.rules,
         }
     }
 }

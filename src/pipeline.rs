@@ -103,7 +103,7 @@ impl Pipeline {
             return;
         };
         let ppid = stat.ppid;
-        let parent = self.table.live(ppid).map(|e| e.key);
+        let parent = self.parent_of(pid, ppid);
         let ev = self.shape(&facts, parent, ppid);
         let container = enrich::container_of(&ev);
         let key = ProcKey {
@@ -198,7 +198,7 @@ impl Pipeline {
     pub fn describe(&mut self, pid: u32) -> Event {
         let facts = self.reader.read(pid, true, None);
         let ppid = facts.stat.as_ref().map_or(0, |s| s.ppid);
-        let parent = self.table.live(ppid).map(|e| e.key);
+        let parent = self.parent_of(pid, ppid);
         self.shape(&facts, parent, ppid)
     }
 
@@ -269,13 +269,7 @@ impl Pipeline {
             .map(|s| s.ppid)
             .or(facts.stat.as_ref().map(|s| s.ppid))
             .unwrap_or(0);
-        // The fork-time parent is exact even if the parent has since exited
-        // and its pid was reused; /proc's ppid is the fallback.
-        let parent = self
-            .table
-            .live(pid)
-            .and_then(|e| e.parent)
-            .or_else(|| self.table.live(ppid).map(|e| e.key));
+        let parent = self.parent_of(pid, ppid);
         let mut event = self.shape(&facts, parent, ppid);
         self.identity
             .fill(self.reader.procfs.root(), pid, &mut event);
@@ -312,6 +306,15 @@ impl Pipeline {
             .iter()
             .map(|m| self.rules.alert(event, m))
             .collect()
+    }
+
+    /// The fork-time parent is exact even if the parent has since exited
+    /// and its pid was reused; /proc's `ppid` is the fallback.
+    fn parent_of(&self, pid: u32, ppid: u32) -> Option<ProcKey> {
+        self.table
+            .live(pid)
+            .and_then(|e| e.parent)
+            .or_else(|| self.table.live(ppid).map(|e| e.key))
     }
 
     fn shape(&mut self, facts: &enrich::ProcFacts, parent: Option<ProcKey>, ppid: u32) -> Event {

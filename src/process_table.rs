@@ -40,6 +40,18 @@ pub struct Entry {
     seq: u64,
 }
 
+impl Entry {
+    fn live(key: ProcKey, parent: Option<ProcKey>, image: Arc<Image>) -> Entry {
+        Entry {
+            key,
+            parent,
+            image,
+            exited_at_ms: None,
+            seq: 0,
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TableStats {
     pub live: usize,
@@ -113,13 +125,7 @@ impl ProcessTable {
                 return;
             }
         }
-        self.insert(Entry {
-            key,
-            parent,
-            image,
-            exited_at_ms: None,
-            seq: 0,
-        });
+        self.insert(Entry::live(key, parent, image));
     }
 
     /// Gives a fork-created entry (start time not read yet) its identity,
@@ -143,13 +149,7 @@ impl ProcessTable {
             pid: child_pid,
             start_ticks: 0,
         };
-        self.insert(Entry {
-            key,
-            parent,
-            image,
-            exited_at_ms: None,
-            seq: 0,
-        });
+        self.insert(Entry::live(key, parent, image));
     }
 
     /// The process left; keep it for the grace period.
