@@ -72,7 +72,7 @@ run_one() {
 	crashes=$(find "fuzz/artifacts/$t" -type f | wc -l)
 	echo "fuzz: $t ran $((end - start))s, $execs execs, exit $rc, crash inputs in fuzz/artifacts/$t: $crashes"
 	if [ "$rc" -ne 0 ]; then
-		grep -E 'panicked|ERROR: libFuzzer|SUMMARY' "$log" | head -5 | sed "s/^/fuzz: $t: /"
+		grep -m 5 -E 'panicked|ERROR: libFuzzer|SUMMARY' "$log" | sed "s/^/fuzz: $t: /"
 	fi
 	return "$rc"
 }

@@ -23,7 +23,10 @@ if [ "$(id -u)" -ne 0 ]; then
 	echo "tests/packaging.sh: needs root (dpkg -i)" >&2
 	exit 1
 fi
-if dpkg-query -W -f='${Status}' execsentry 2>/dev/null | grep -q 'installed'; then
+# Captured first: with pipefail, `dpkg-query | grep -q` can fail with
+# SIGPIPE when grep exits before the writer is done.
+pkg_status() { dpkg-query -W -f='${Status}' execsentry 2>/dev/null || true; }
+if [[ "$(pkg_status)" == *installed* ]]; then
 	echo "tests/packaging.sh: execsentry is already installed here; not touching it" >&2
 	exit 1
 fi
@@ -33,7 +36,7 @@ CONTAINER="execsentry-package-test-$$"
 cleanup() {
 	local rc=$?
 	docker rm -f "$CONTAINER" >/dev/null 2>&1 || true
-	if dpkg-query -W -f='${Status}' execsentry 2>/dev/null | grep -q .; then
+	if [ -n "$(pkg_status)" ]; then
 		dpkg --purge execsentry >/dev/null 2>&1 || true
 	fi
 	rm -rf "$TMP"
@@ -59,7 +62,7 @@ grep -q 'packaging/package.mk' Makefile || MAKE_PKG=(make -f Makefile -f packagi
 
 step "build: make deb rpm"
 "${MAKE_PKG[@]}" deb rpm
-VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+VERSION=$(sed -n '0,/^version = "\(.*\)"/s//\1/p' Cargo.toml)
 DEB="target/packages/execsentry_${VERSION}-1_amd64.deb"
 RPM="target/packages/execsentry-${VERSION}-1.x86_64.rpm"
 [ -f "$DEB" ] || fail "$DEB not built"
@@ -193,10 +196,17 @@ printf '#include <unistd.h>\nint main(void) { sleep(1); return 0; }\n' |
 # Not the container's name: `docker logs <name>` alerts too.
 marker="pkgtest-marker-$$-$RANDOM"
 "$TMP/bin/docker" run --privileged --pid=host -v /:/host "$marker" true
+# One process reading the file: `grep | head` under pipefail fails with
+# SIGPIPE as soon as head has its line.
+first_alert() {
+	awk -v m="$marker" 'index($0, m) && index($0, "\"kind\":\"alert\"") {
+		print substr($0, 1, 300); found = 1; exit
+	} END { exit !found }' "$TMP/logs"
+}
 found=
 for _ in $(seq 50); do
 	logs
-	if grep -F "$marker" "$TMP/logs" | grep -q '"kind":"alert"'; then
+	if first_alert >/dev/null; then
 		found=1
 		break
 	fi
@@ -207,7 +217,7 @@ done
 	tail -n 20 "$TMP/logs" >&2
 	fail "no alert for the host's exec"
 }
-grep -F "$marker" "$TMP/logs" | grep '"kind":"alert"' | head -n 1 | cut -c1-300
+first_alert
 pid=$(docker inspect -f '{{.State.Pid}}' "$CONTAINER")
 grep -E '^Cap(Eff|Bnd):' "/proc/$pid/status"
 # CAP_DAC_READ_SEARCH (bit 2) and CAP_SYS_PTRACE (bit 19) only.

@@ -28,7 +28,7 @@ install_packages() {
 	local missing=() p
 	for p in "${PACKAGES[@]}"; do
 		# dpkg-query is cheap and offline; only touch apt when something lacks.
-		if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+		if [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != 'install ok installed' ]]; then
 			missing+=("$p")
 		fi
 	done
@@ -140,7 +140,7 @@ main() {
 		echo "docker: NOT available, tests fall back to runc"
 	fi
 	if command -v runc >/dev/null 2>&1; then
-		log "runc: $(runc --version | head -n1)"
+		log "runc: $(runc --version | sed -n 1p)"
 	fi
 }
 
