@@ -32,6 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "target" / "bench"
 STORM = OUT / "storm"
+FLOOR = OUT / "fanotify_floor"
 SENSOR = REPO / "target" / "release" / "execsentry"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TOKEN = re.compile(rb"storm-(\d+)-(\d+)-(\d+)")
@@ -429,6 +430,32 @@ def case_execsentry(mode, args, baseline, cases):
         cases[name]["sensor_stats"] = mon.stats_line()
 
 
+def case_floor(args, baseline, notes):
+    """The permission round trip alone: a responder that only answers."""
+    if not FLOOR.exists():
+        notes.append("- fanotify floor: not built")
+        return
+    # Same priority as the sensor's fanotify mode (GATING_NICE).
+    mon = Monitor("fanotify-floor", ["nice", "-n", "-10", str(FLOOR), "/"])
+    why = mon.start(lambda m: any(b"ready" in raw for _, raw in m.lines))
+    if why:
+        mon.stop()
+        notes.append(f"- fanotify floor: skipped: {why}")
+        return
+    try:
+        log("fanotify floor: storm")
+        cpu0 = mon.cpu()
+        storm, _ = run_storm(args.workers, args.count, "floor")
+        cpu_us = (mon.cpu() - cpu0) * 1e6 / CLK_TCK / storm["execs"]
+        over = 100.0 * (storm["seconds"] / baseline["seconds"] - 1.0)
+        notes.append(
+            f"- fanotify floor (bench/fanotify_floor.c: marks `/`, answers FAN_ALLOW, nothing else; "
+            f"nice -10): {storm['rate']:.0f} execs/s, {over:.1f}% overhead, {cpu_us:.1f} µs CPU/exec. "
+            "No fanotify permission sensor can cost less on this machine.")
+    finally:
+        mon.stop()
+
+
 def case_forkstat(args, baseline, cases):
     if not shutil.which("forkstat"):
         cases["forkstat"] = {"skipped": "forkstat not installed"}
@@ -619,6 +646,10 @@ def table(baseline, cases):
             notes.append(f"- {name}: {r['note']}")
         if r.get("sensor_stats"):
             notes.append(f"- {name}: sensor's own counters at exit: `{r['sensor_stats']}`")
+            wait = re.search(r"answer_us_p50=([\d.]+) fanotify.answer_us_p99=([\d.]+)", r["sensor_stats"])
+            if wait:
+                notes.append(f"- {name}: permission event read → answer written: "
+                             f"p50 {wait.group(1)} µs, p99 {wait.group(2)} µs")
     return rows, notes
 
 
@@ -658,6 +689,7 @@ def main():
         print("bench: no C compiler (apt-get install gcc)", file=sys.stderr)
         return 2
     subprocess.run([cc, "-O2", "-Wall", "-o", str(STORM), str(REPO / "bench" / "storm.c")], check=True)
+    subprocess.run([cc, "-O2", "-Wall", "-o", str(FLOOR), str(REPO / "bench" / "fanotify_floor.c")], check=True)
     notes = []
     if not args.no_build:
         log("cargo build --release")
@@ -674,6 +706,8 @@ def main():
     for mode in ("proc", "fanotify"):
         if want(mode):
             case_execsentry(mode, args, baseline, cases)
+    if want("fanotify"):
+        case_floor(args, baseline, notes)
     if want("forkstat"):
         case_forkstat(args, baseline, cases)
     if want("auditd"):

@@ -160,6 +160,7 @@ mod tests {
             executable: vec![],
             filename: format!("/usr/bin/{arg}").into_bytes(),
             interpreter: None,
+            file: None,
             syscall: 59,
             args_read: true,
             verdict: Verdict::Allow,

@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::enrich::{self, ProcReader};
 use crate::fanotify::{CaptureOptions, ExecCapture, FanotifyCapture, FanotifyError, Verdict};
 use crate::netlink::{self, ProcConnector, wire};
+use crate::pacing::{Mode, PACED_POLL, Pacing};
 use crate::pipeline::{ExecOutcome, Pipeline};
 use crate::privilege;
 use crate::process_table::ProcessTable;
@@ -164,6 +165,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
     let mut lp = Loop {
         poll,
         conn,
+        pacing: Pacing::new(Instant::now()),
         outputs,
         pipeline,
         buf: vec![0u8; 64 * 1024],
@@ -367,6 +369,8 @@ fn block_signals() -> Result<SignalFd> {
 struct Loop {
     poll: Poll,
     conn: ProcConnector,
+    /// Whether the proc connector wakes the loop (see [`crate::pacing`]).
+    pacing: Pacing,
     outputs: Outputs,
     pipeline: Pipeline,
     buf: Vec<u8>,
@@ -467,6 +471,10 @@ impl Loop {
             if let Some(d) = self.outputs.tick(self.poll.registry(), now) {
                 deadline = deadline.min(d);
             }
+            let paced = self.pacing.mode() == Mode::Paced;
+            if paced {
+                deadline = deadline.min(now + PACED_POLL);
+            }
             poll_retrying(
                 &mut self.poll,
                 &mut events,
@@ -492,6 +500,12 @@ impl Loop {
                     _ => self.outputs.handle(self.poll.registry(), ev),
                 }
             }
+            if paced {
+                self.drain_netlink();
+            }
+            if self.capture.is_some() {
+                self.pace()?;
+            }
             if self.outputs.stdout_broken() {
                 log::warn!("stdout was closed by its reader; stopping");
                 return Ok(());
@@ -512,6 +526,27 @@ impl Loop {
                     self.check_files();
                 }
             }
+        }
+    }
+
+    /// Switches the proc connector between waking the loop and being read
+    /// on the loop's schedule, by the message rate (fanotify mode only:
+    /// there the permission events keep the loop turning under load).
+    fn pace(&mut self) -> io::Result<()> {
+        match self.pacing.decide(Instant::now()) {
+            Some(Mode::Paced) => {
+                log::debug!("proc connector: paced reads");
+                self.poll.registry().deregister(&mut self.conn)
+            }
+            Some(Mode::Eager) => {
+                log::debug!("proc connector: eager reads");
+                self.poll
+                    .registry()
+                    .register(&mut self.conn, NETLINK, Interest::READABLE)?;
+                self.drain_netlink();
+                Ok(())
+            }
+            None => Ok(()),
         }
     }
 
@@ -536,6 +571,7 @@ impl Loop {
                     return;
                 }
             };
+            self.pacing.read(1);
             // Lend the buffer out so handlers can borrow self mutably.
             let buf = std::mem::take(&mut self.buf);
             for item in wire::decode_records(&buf[..n]) {
@@ -726,7 +762,12 @@ impl Loop {
             .map(|(_, v)| *v)
             .sum();
         if always || losses != self.last_losses {
-            let line: Vec<String> = counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let mut line: Vec<String> = counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            if let Some((p50, p99)) = self.capture.as_ref().and_then(|c| c.answer_latency_us()) {
+                line.push(format!(
+                    "fanotify.answer_us_p50={p50:.1} fanotify.answer_us_p99={p99:.1}"
+                ));
+            }
             log::info!("stats: {}", line.join(" "));
             self.last_losses = losses;
         }
@@ -792,6 +833,11 @@ impl Loop {
             rules: self.pipeline.rules.len(),
             rule_eval_ns: self.pipeline.counters.rule_eval_ns / evals,
             execs_per_sec: execs as f64 / up.as_secs_f64().max(1e-3),
+            answer_latency_us: self
+                .capture
+                .as_ref()
+                .and_then(|c| c.answer_latency_us())
+                .map(|(p50, p99)| [p50, p99]),
             counters,
         }
     }

@@ -55,6 +55,8 @@ pub struct ProcFacts {
     /// when its cgroup and namespaces were not read.
     pub known_container: Option<ContainerInfo>,
     pub interpreter: Option<Vec<u8>>,
+    /// The executable's identity at exec time, from a capture.
+    pub exe_file: Option<crate::identity::FileKey>,
 }
 
 impl ProcFacts {
@@ -111,42 +113,47 @@ impl ProcReader {
         max_args: usize,
         stat: Option<Stat>,
     ) -> ProcFacts {
-        let p = &self.procfs;
         let mut f = ProcFacts {
             pid,
             ..Default::default()
         };
-        match capture {
-            Some(c) => {
-                f.cmdline = c.argv;
-                f.cmdline_truncated = c.truncated;
-                f.exe = (!c.executable.is_empty()).then_some(c.executable);
-                f.interpreter = c.interpreter;
-                f.captured = true;
-            }
-            // cmdline first: it is what a short-lived process loses first.
-            None => match p.cmdline(pid, &mut f.cmdline, max_args) {
+        let dir = self.procfs.dir(pid);
+        if let Some(c) = capture {
+            f.cmdline = c.argv;
+            f.cmdline_truncated = c.truncated;
+            f.exe = (!c.executable.is_empty()).then_some(c.executable);
+            f.interpreter = c.interpreter;
+            f.exe_file = c.file;
+            f.captured = true;
+        }
+        let Ok(mut d) = dir else {
+            f.stat = stat;
+            return f;
+        };
+        // cmdline first: it is what a short-lived process loses first.
+        if !f.captured {
+            match d.cmdline(&mut f.cmdline, max_args) {
                 Ok(t) => f.cmdline_truncated = t,
                 Err(_) => f.cmdline.clear(),
-            },
+            }
         }
-        f.stat = stat.or_else(|| p.stat(pid).ok());
+        f.stat = stat.or_else(|| d.stat(pid).ok());
         if f.stat.is_none() {
             return f;
         }
         // The cgroup decides the container: read it before the rest.
-        if p.cgroup(pid, &mut f.cgroup).is_err() {
+        if d.cgroup(&mut f.cgroup).is_err() {
             f.cgroup.clear();
         }
         if f.exe.is_none() {
-            f.exe = p.exe(pid).ok();
+            f.exe = d.exe().ok();
         }
-        f.status = p.status(pid).ok();
-        f.ns = p.namespaces(pid).ok();
+        f.status = d.status(pid).ok();
+        f.ns = d.namespaces().ok();
         if full {
-            f.cwd = p.cwd(pid).ok();
-            f.loginuid = p.loginuid(pid).ok().flatten();
-            f.sessionid = p.sessionid(pid).ok().flatten();
+            f.cwd = d.cwd().ok();
+            f.loginuid = d.loginuid().ok().flatten();
+            f.sessionid = d.sessionid().ok().flatten();
         }
         f
     }

@@ -20,6 +20,7 @@ pub mod fanotify;
 pub mod identity;
 pub mod metadata;
 pub mod netlink;
+pub mod pacing;
 pub mod pipeline;
 pub mod privilege;
 pub mod process_table;

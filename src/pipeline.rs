@@ -184,9 +184,10 @@ impl Pipeline {
             known_container,
             ..Default::default()
         };
-        let procfs = &self.reader.procfs;
-        if procfs.cgroup(cap.pid, &mut facts.cgroup).is_ok() {
-            facts.ns = procfs.namespaces(cap.pid).ok();
+        if let Ok(mut d) = self.reader.procfs.dir(cap.pid)
+            && d.cgroup(&mut facts.cgroup).is_ok()
+        {
+            facts.ns = d.namespaces().ok();
         }
         let mut ev = self.shape(&facts, parent, parent.map_or(0, |k| k.pid));
         ev.process.start = None;
@@ -272,7 +273,7 @@ impl Pipeline {
         let parent = self.parent_of(pid, ppid);
         let mut event = self.shape(&facts, parent, ppid);
         self.identity
-            .fill(self.reader.procfs.root(), pid, &mut event);
+            .fill(self.reader.procfs.root(), pid, facts.exe_file, &mut event);
         let table = &self.table;
         if let Some(meta) = self.metadata.lookup(&event, &|p| table.live(p).is_some()) {
             metadata::apply(&meta, &mut event);

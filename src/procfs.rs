@@ -7,9 +7,11 @@
 //! (the kernel's ESRCH included), which callers treat as "emit a partial
 //! event", not as a failure.
 
-use std::fs::{self, File};
-use std::io::{self, Read};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::ffi::{CStr, CString};
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::event::Namespaces;
@@ -44,8 +46,16 @@ pub struct Status {
     pub tgid: u32,
 }
 
-/// The namespace links read by [`ProcFs::namespaces`], in `Namespaces` order.
-const NS_NAMES: [&str; 7] = ["pid", "mnt", "net", "uts", "ipc", "user", "cgroup"];
+/// The namespace links read by [`PidDir::namespaces`], in `Namespaces` order.
+const NS_LINKS: [&CStr; 7] = [
+    c"ns/pid",
+    c"ns/mnt",
+    c"ns/net",
+    c"ns/uts",
+    c"ns/ipc",
+    c"ns/user",
+    c"ns/cgroup",
+];
 
 /// `/proc/<pid>/loginuid` and `sessionid` use -1 for "never set".
 const AUDIT_UNSET: u32 = u32::MAX;
@@ -71,107 +81,66 @@ impl ProcFs {
         &self.root
     }
 
-    fn path(&self, pid: u32, leaf: &str) -> PathBuf {
-        let mut p = self.root.join(pid.to_string());
-        p.push(leaf);
-        p
-    }
-
-    pub fn stat(&self, pid: u32) -> io::Result<Stat> {
-        let raw = read(&self.path(pid, "stat"))?;
-        parse_stat(&raw).ok_or_else(|| invalid("stat", pid))
-    }
-
-    pub fn status(&self, pid: u32) -> io::Result<Status> {
-        let raw = read(&self.path(pid, "status"))?;
-        parse_status_bytes(&raw).ok_or_else(|| invalid("status", pid))
-    }
-
-    /// Reads `/proc/<pid>/cmdline` into `buf` (cleared first), at most `max`
-    /// bytes. Returns whether it was truncated. An empty result is normal
-    /// for kernel threads and zombies.
-    pub fn cmdline(&self, pid: u32, buf: &mut Vec<u8>, max: usize) -> io::Result<bool> {
-        buf.clear();
-        // Room for a typical command line up front: read_to_end would
-        // otherwise start with a tiny probing read.
-        buf.reserve(4096.min(max + 1));
-        let file = File::open(self.path(pid, "cmdline")).map_err(gone)?;
-        let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
-        file.take(limit).read_to_end(buf).map_err(gone)?;
-        let truncated = buf.len() > max;
-        buf.truncate(max);
-        Ok(truncated)
-    }
-
-    /// Target of `/proc/<pid>/exe` as raw bytes, " (deleted)" suffix kept.
-    /// Kernel threads have none: NotFound, like a vanished process.
-    pub fn exe(&self, pid: u32) -> io::Result<Vec<u8>> {
-        read_link(&self.path(pid, "exe"))
-    }
-
-    /// Target of `/proc/<pid>/cwd` as raw bytes.
-    pub fn cwd(&self, pid: u32) -> io::Result<Vec<u8>> {
-        read_link(&self.path(pid, "cwd"))
-    }
-
-    /// Reads `/proc/<pid>/cgroup` into `buf` (cleared first). Invalid UTF-8
-    /// in a cgroup name is replaced by U+FFFD: detection only matches ASCII.
-    pub fn cgroup(&self, pid: u32, buf: &mut String) -> io::Result<()> {
-        buf.clear();
-        let raw = read(&self.path(pid, "cgroup"))?;
-        match std::str::from_utf8(&raw) {
-            Ok(s) => buf.push_str(s),
-            Err(_) => buf.push_str(&String::from_utf8_lossy(&raw)),
+    /// Opens `/proc/<pid>` for several reads. Every read through the handle
+    /// is about that one process: once it exits, reads fail with NotFound
+    /// instead of reaching a new process that reused the pid.
+    pub fn dir(&self, pid: u32) -> io::Result<PidDir> {
+        let mut path = self.root.as_os_str().as_bytes().to_vec();
+        path.push(b'/');
+        path.extend_from_slice(pid.to_string().as_bytes());
+        let path = CString::new(path).map_err(|_| io::ErrorKind::InvalidInput)?;
+        // SAFETY: a NUL-terminated path; the result is checked.
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(gone(io::Error::last_os_error()));
         }
-        Ok(())
-    }
-
-    /// Namespace inodes from `/proc/<pid>/ns/*`. A link that is missing
-    /// (older kernel) or unreadable is 0; NotFound only if the process is gone.
-    pub fn namespaces(&self, pid: u32) -> io::Result<Namespaces> {
-        let mut ino = [0u64; NS_NAMES.len()];
-        let dir = self.path(pid, "ns");
-        for (slot, name) in ino.iter_mut().zip(NS_NAMES) {
-            if let Ok(target) = fs::read_link(dir.join(name)) {
-                *slot = parse_ns_link(target.as_os_str().as_bytes()).unwrap_or(0);
-            }
-        }
-        if ino.iter().all(|&i| i == 0) && !self.exists(pid) {
-            return Err(io::ErrorKind::NotFound.into());
-        }
-        let [pid, mnt, net, uts, ipc, user, cgroup] = ino;
-        Ok(Namespaces {
-            pid,
-            mnt,
-            net,
-            uts,
-            ipc,
-            user,
-            cgroup,
+        Ok(PidDir {
+            // SAFETY: a fresh fd we own.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            buf: Vec::with_capacity(SMALL_FILE),
         })
     }
 
-    /// Audit login uid; `None` when never set (or no audit support).
+    pub fn stat(&self, pid: u32) -> io::Result<Stat> {
+        self.dir(pid)?.stat(pid)
+    }
+
+    pub fn status(&self, pid: u32) -> io::Result<Status> {
+        self.dir(pid)?.status(pid)
+    }
+
+    /// See [`PidDir::cmdline`].
+    pub fn cmdline(&self, pid: u32, buf: &mut Vec<u8>, max: usize) -> io::Result<bool> {
+        self.dir(pid)?.cmdline(buf, max)
+    }
+
+    pub fn exe(&self, pid: u32) -> io::Result<Vec<u8>> {
+        self.dir(pid)?.exe()
+    }
+
+    pub fn cwd(&self, pid: u32) -> io::Result<Vec<u8>> {
+        self.dir(pid)?.cwd()
+    }
+
+    pub fn cgroup(&self, pid: u32, buf: &mut String) -> io::Result<()> {
+        self.dir(pid)?.cgroup(buf)
+    }
+
+    pub fn namespaces(&self, pid: u32) -> io::Result<Namespaces> {
+        self.dir(pid)?.namespaces()
+    }
+
     pub fn loginuid(&self, pid: u32) -> io::Result<Option<u32>> {
-        self.audit_id(pid, "loginuid")
+        self.dir(pid)?.loginuid()
     }
 
-    /// Audit session id; `None` when never set (or no audit support).
     pub fn sessionid(&self, pid: u32) -> io::Result<Option<u32>> {
-        self.audit_id(pid, "sessionid")
-    }
-
-    fn audit_id(&self, pid: u32, leaf: &str) -> io::Result<Option<u32>> {
-        match read(&self.path(pid, leaf)) {
-            Ok(raw) => Ok(parse_u32(trim(&raw)).filter(|&v| v != AUDIT_UNSET)),
-            // Without CONFIG_AUDIT the file never exists.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && self.exists(pid) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn exists(&self, pid: u32) -> bool {
-        self.root.join(pid.to_string()).is_dir()
+        self.dir(pid)?.sessionid()
     }
 
     /// Pids of the processes currently in the tree (numeric directories).
@@ -183,7 +152,7 @@ impl ProcFs {
 
     /// `btime` from `/proc/stat`: boot time in seconds since the epoch.
     pub fn boot_time_secs(&self) -> io::Result<u64> {
-        let raw = read(&self.root.join("stat"))?;
+        let raw = fs::read(self.root.join("stat"))?;
         raw.split(|&b| b == b'\n')
             .find_map(|l| l.strip_prefix(b"btime "))
             .and_then(|v| std::str::from_utf8(trim(v)).ok()?.parse().ok())
@@ -205,23 +174,207 @@ pub fn clock_ticks() -> u64 {
     }
 }
 
-/// Reads a small `/proc` file. Not `fs::read`: its size hint is useless
-/// here (proc files report size 0), so it would stat the file for nothing
-/// and start with a tiny probing read; one page covers stat, status, cgroup
-/// and the login ids in a single read.
-fn read(path: &Path) -> io::Result<Vec<u8>> {
-    let mut buf = Vec::with_capacity(4096);
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut buf))
-        .map_err(gone)?;
-    Ok(buf)
+/// One page: stat, status, cgroup and the login ids fit in one read.
+const SMALL_FILE: usize = 4096;
+/// Bound of a small `/proc` file (a cgroup v1 file on a host with many
+/// controllers is a few KiB; status about 1.5).
+const SMALL_FILE_MAX: usize = 64 * 1024;
+
+/// An open `/proc/<pid>` directory and a scratch buffer for its files.
+///
+/// Each file costs `openat` + `read` + `close`: no path walk from `/proc`,
+/// no size probe (proc files report size 0), and no read to see the end.
+/// The files read here (`single_open` seq files, `cmdline`, the audit ids)
+/// hand out everything they have in one read, so a short read is the end;
+/// fixture trees are regular files, for which that holds too.
+pub struct PidDir {
+    fd: OwnedFd,
+    buf: Vec<u8>,
 }
 
-fn read_link(path: &Path) -> io::Result<Vec<u8>> {
-    Ok(fs::read_link(path)
-        .map_err(gone)?
-        .into_os_string()
-        .into_vec())
+impl PidDir {
+    pub fn stat(&mut self, pid: u32) -> io::Result<Stat> {
+        let raw = self.read(c"stat", SMALL_FILE_MAX)?;
+        parse_stat(raw).ok_or_else(|| invalid("stat", pid))
+    }
+
+    pub fn status(&mut self, pid: u32) -> io::Result<Status> {
+        let raw = self.read(c"status", SMALL_FILE_MAX)?;
+        parse_status_bytes(raw).ok_or_else(|| invalid("status", pid))
+    }
+
+    /// Reads `cmdline` into `buf` (cleared first), at most `max` bytes.
+    /// Returns whether it was truncated. An empty result is normal for
+    /// kernel threads and zombies.
+    pub fn cmdline(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<bool> {
+        buf.clear();
+        read_into(self.fd.as_fd(), c"cmdline", buf, max.saturating_add(1))?;
+        let truncated = buf.len() > max;
+        buf.truncate(max);
+        Ok(truncated)
+    }
+
+    /// Target of `exe` as raw bytes, " (deleted)" suffix kept. Kernel
+    /// threads have none: NotFound, like a vanished process.
+    pub fn exe(&mut self) -> io::Result<Vec<u8>> {
+        read_link_at(self.fd.as_fd(), c"exe")
+    }
+
+    pub fn cwd(&mut self) -> io::Result<Vec<u8>> {
+        read_link_at(self.fd.as_fd(), c"cwd")
+    }
+
+    /// Reads `cgroup` into `buf` (cleared first). Invalid UTF-8 in a cgroup
+    /// name is replaced by U+FFFD: detection only matches ASCII.
+    pub fn cgroup(&mut self, buf: &mut String) -> io::Result<()> {
+        buf.clear();
+        let raw = self.read(c"cgroup", SMALL_FILE_MAX)?;
+        match std::str::from_utf8(raw) {
+            Ok(s) => buf.push_str(s),
+            Err(_) => buf.push_str(&String::from_utf8_lossy(raw)),
+        }
+        Ok(())
+    }
+
+    /// Namespace inodes from `ns/*`. A link that is missing (older kernel)
+    /// or unreadable is 0; NotFound only if the process is gone.
+    pub fn namespaces(&mut self) -> io::Result<Namespaces> {
+        let mut ino = [0u64; NS_LINKS.len()];
+        let mut target = [0u8; 64];
+        for (slot, name) in ino.iter_mut().zip(NS_LINKS) {
+            if let Ok(n) = readlinkat(self.fd.as_fd(), name, &mut target) {
+                *slot = parse_ns_link(&target[..n]).unwrap_or(0);
+            }
+        }
+        if ino.iter().all(|&i| i == 0) && !self.alive() {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        let [pid, mnt, net, uts, ipc, user, cgroup] = ino;
+        Ok(Namespaces {
+            pid,
+            mnt,
+            net,
+            uts,
+            ipc,
+            user,
+            cgroup,
+        })
+    }
+
+    /// Audit login uid; `None` when never set (or no audit support).
+    pub fn loginuid(&mut self) -> io::Result<Option<u32>> {
+        self.audit_id(c"loginuid")
+    }
+
+    /// Audit session id; `None` when never set (or no audit support).
+    pub fn sessionid(&mut self) -> io::Result<Option<u32>> {
+        self.audit_id(c"sessionid")
+    }
+
+    fn audit_id(&mut self, leaf: &CStr) -> io::Result<Option<u32>> {
+        let read = self
+            .read(leaf, 64)
+            .map(|raw| parse_u32(trim(raw)).filter(|&v| v != AUDIT_UNSET));
+        match read {
+            Ok(id) => Ok(id),
+            // Without CONFIG_AUDIT the file never exists.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.alive() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the process is still there: a lookup in the directory of an
+    /// exited task fails.
+    fn alive(&self) -> bool {
+        // SAFETY: our dirfd and a NUL-terminated name.
+        unsafe { libc::faccessat(self.fd.as_raw_fd(), c"stat".as_ptr(), libc::F_OK, 0) == 0 }
+    }
+
+    /// The whole file `name`, at most `max` bytes, in the scratch buffer.
+    fn read(&mut self, name: &CStr, max: usize) -> io::Result<&[u8]> {
+        self.buf.clear();
+        read_into(self.fd.as_fd(), name, &mut self.buf, max)?;
+        Ok(&self.buf)
+    }
+}
+
+/// Appends at most `max` bytes of file `name` under `dir` to `buf`.
+fn read_into(dir: BorrowedFd<'_>, name: &CStr, buf: &mut Vec<u8>, max: usize) -> io::Result<()> {
+    // SAFETY: a valid dirfd and a NUL-terminated name; the result is checked.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY,
+        )
+    };
+    if fd < 0 {
+        return Err(gone(io::Error::last_os_error()));
+    }
+    // SAFETY: a fresh fd we own; closed on return.
+    let file = unsafe { OwnedFd::from_raw_fd(fd) };
+    let start = buf.len();
+    while buf.len() - start < max {
+        let want = (max - (buf.len() - start)).min(SMALL_FILE.max(buf.capacity() - buf.len()));
+        buf.reserve(want);
+        let spare = &mut buf.spare_capacity_mut()[..want];
+        // SAFETY: reads at most `want` bytes into memory we reserved.
+        let n = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), want) };
+        let n = match usize::try_from(n) {
+            Ok(n) => n,
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(gone(e));
+            }
+        };
+        // SAFETY: the kernel initialized these `n` bytes.
+        unsafe { buf.set_len(buf.len() + n) };
+        if n < want {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// `readlinkat` into `out`; returns the target's length. A target that
+/// fills `out` is reported as truncated (ENAMETOOLONG).
+fn readlinkat(dir: BorrowedFd<'_>, name: &CStr, out: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: a valid dirfd, a NUL-terminated name and a buffer of the
+    // given length.
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            out.as_mut_ptr().cast(),
+            out.len(),
+        )
+    };
+    match usize::try_from(n) {
+        Ok(n) if n < out.len() => Ok(n),
+        Ok(_) => Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG)),
+        Err(_) => Err(gone(io::Error::last_os_error())),
+    }
+}
+
+/// The target of link `name` under `dir` as bytes. `/proc` links are at
+/// most a page (the kernel's `d_path` buffer).
+fn read_link_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        match readlinkat(dir, name, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) && buf.len() < 2 * 4096 => {
+                buf.resize(buf.len() * 4, 0);
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The kernel answers ESRCH when the task died after `open`.
@@ -583,5 +736,24 @@ mod tests {
         assert!(p.boot_time_secs().expect("btime") > 1_000_000_000);
         assert!(p.clock_ticks() > 0);
         assert!(p.pids().expect("pids").any(|pid| pid == me));
+    }
+
+    #[test]
+    fn open_dir_never_reads_another_process() {
+        let p = ProcFs::host();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let mut dir = p.dir(child.id()).expect("dir of the child");
+        assert!(dir.stat(child.id()).is_ok(), "alive: readable");
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+        // Reaped: the pid may be reused, but this handle still means the
+        // old process and says it is gone.
+        let gone = |r: io::Error| r.kind() == io::ErrorKind::NotFound;
+        assert!(dir.stat(child.id()).map_err(gone).expect_err("reaped"));
+        assert!(dir.exe().map_err(gone).expect_err("reaped"));
+        assert!(dir.namespaces().map_err(gone).expect_err("reaped"));
     }
 }

@@ -32,6 +32,10 @@ pub struct Status {
     /// Mean rule evaluation time per exec event.
     pub rule_eval_ns: u64,
     pub execs_per_sec: f64,
+    /// Time from reading a fanotify permission event to answering it, p50
+    /// and p99 in µs over the last 65 536 events (the exec waits that long).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_latency_us: Option<[f64; 2]>,
     /// Every counter: pipeline, process table, capture, per-sink.
     pub counters: BTreeMap<String, u64>,
 }
@@ -81,6 +85,12 @@ impl Status {
             self.rules, self.rule_eval_ns
         );
         let _ = writeln!(s, "execs/s:       {:.1}", self.execs_per_sec);
+        if let Some([p50, p99]) = self.answer_latency_us {
+            let _ = writeln!(
+                s,
+                "exec wait:     p50 {p50:.1} µs, p99 {p99:.1} µs (fanotify answer)"
+            );
+        }
         let losses: Vec<String> = self.losses().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(
             s,

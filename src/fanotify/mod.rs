@@ -32,6 +32,7 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use thiserror::Error;
 
+use crate::identity::FileKey;
 use remote::{ExecCall, ProcessMem, SyscallState};
 use watchdog::{Claim, SLOTS, Watchdog};
 
@@ -65,6 +66,9 @@ pub struct ExecCapture {
     pub filename: Vec<u8>,
     /// A script's `#!` interpreter, read from the executable's first line.
     pub interpreter: Option<Vec<u8>>,
+    /// The opened file's identity (fstat of the event fd), so the
+    /// executable's cached facts are found even after the process is gone.
+    pub file: Option<FileKey>,
     /// The system call the task was in (59 execve, 322 execveat on x86_64);
     /// 0 if it could not be read.
     pub syscall: u32,
@@ -138,7 +142,7 @@ const FANOTIFY_METADATA_VERSION: u8 = 3;
 const DEFER_BUDGET: Duration = Duration::from_millis(2);
 /// Retry period of a deferred event. The timer is a timerfd, so it is not
 /// rounded to the poll timeout's milliseconds.
-const RETRY_EVERY: Duration = Duration::from_micros(200);
+const RETRY_EVERY: Duration = Duration::from_micros(50);
 /// Most events deferred at once; beyond, a `running` task costs its argv.
 /// Below [`SLOTS`] so a batch always has slots to read into.
 const DEFER_MAX: usize = 16;
@@ -504,7 +508,7 @@ impl FanotifyCapture {
             for (ev, inflight) in evs.iter().zip(batch.iter_mut()) {
                 self.stats.events += 1;
                 let may_defer = self.deferred.len() < DEFER_MAX;
-                let capture = match self.inspect(ev, may_defer) {
+                let mut capture = match self.inspect(ev, may_defer) {
                     Inspected::Running => {
                         self.stats.deferred += 1;
                         inflight.deferred = true;
@@ -520,12 +524,14 @@ impl FanotifyCapture {
                     }
                     Inspected::Done(c) => c,
                 };
-                let verdict = match &capture {
-                    Some(c) if self.opts.enforce && c.args_read => decide(c),
-                    _ => Verdict::Allow,
-                };
-                let given = self.answer(inflight.fd, inflight.slot, inflight.slot_word, verdict);
-                self.record_latency(t_read);
+                let verdict = self.decide(ev.fd, capture.as_mut(), decide);
+                let given = self.answer(
+                    inflight.fd,
+                    inflight.slot,
+                    inflight.slot_word,
+                    verdict,
+                    t_read,
+                );
                 inflight.capture = capture.map(|mut c| {
                     c.verdict = given;
                     c
@@ -579,15 +585,12 @@ impl FanotifyCapture {
                 }
             };
             self.deferred.swap_remove(i);
-            let verdict = match &capture {
-                Some(c) if self.opts.enforce && c.args_read => decide(c),
-                _ => Verdict::Allow,
-            };
+            let mut capture = capture;
+            let verdict = self.decide(d.ev.fd, capture.as_mut(), decide);
             // The CAS in `answer` settles a watchdog answer given since the
             // check above: no second answer, and the fd stays open until
             // the watchdog has written its response.
-            let given = self.answer(d.ev.fd, d.slot, d.slot_word, verdict);
-            self.record_latency(d.read_at);
+            let given = self.answer(d.ev.fd, d.slot, d.slot_word, verdict, d.read_at);
             let capture = capture.map(|mut c| {
                 c.verdict = given;
                 c
@@ -606,6 +609,9 @@ impl FanotifyCapture {
         out: &mut Vec<ExecCapture>,
     ) {
         if let Some(mut c) = capture {
+            if c.executable.is_empty() {
+                c.executable = fd_path(fd);
+            }
             // SAFETY: the event fd is open until the close below.
             let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
             c.interpreter = shebang(bfd);
@@ -615,6 +621,25 @@ impl FanotifyCapture {
         // is done with it (`answer` released the slot).
         drop(unsafe { OwnedFd::from_raw_fd(fd) });
         self.free_slots |= 1 << slot;
+    }
+
+    /// The verdict for a capture: `Allow` unless enforcing, when `decide`
+    /// judges it with its executable filled in.
+    fn decide(
+        &self,
+        fd: RawFd,
+        capture: Option<&mut ExecCapture>,
+        decide: &mut dyn FnMut(&ExecCapture) -> Verdict,
+    ) -> Verdict {
+        match capture {
+            Some(c) if self.opts.enforce && c.args_read => {
+                if c.executable.is_empty() {
+                    c.executable = fd_path(fd);
+                }
+                decide(c)
+            }
+            _ => Verdict::Allow,
+        }
     }
 
     /// The lowest free watchdog slot; the caller checked there is one.
@@ -653,8 +678,17 @@ impl FanotifyCapture {
     }
 
     /// Answers event `fd` in watchdog slot `slot` unless the watchdog did;
-    /// returns what the kernel got.
-    fn answer(&mut self, fd: RawFd, slot: usize, slot_word: u64, verdict: Verdict) -> Verdict {
+    /// returns what the kernel got. The wait recorded ends where the answer
+    /// is written: the task resumes inside that write, whereas the loop
+    /// may lose its CPU to the task on the way out of it.
+    fn answer(
+        &mut self,
+        fd: RawFd,
+        slot: usize,
+        slot_word: u64,
+        verdict: Verdict,
+        read_at: Instant,
+    ) -> Verdict {
         let ours = match &self.watchdog {
             Some(wd) => wd.claim(slot, slot_word) == Claim::Loop,
             None => true,
@@ -664,6 +698,7 @@ impl FanotifyCapture {
                 Verdict::Allow => libc::FAN_ALLOW,
                 Verdict::Deny => libc::FAN_DENY,
             };
+            self.record_latency(read_at);
             if watchdog::respond(self.group.as_raw_fd(), fd, response) {
                 self.stats.answered += 1;
                 if verdict == Verdict::Deny {
@@ -717,7 +752,8 @@ impl FanotifyCapture {
         state: Option<SyscallState>,
         tid: u32,
     ) -> Option<ExecCapture> {
-        let file = file_id(ev.fd);
+        let stat = file_stat(ev.fd);
+        let file = stat.map_or((0, 0), |k| (k.dev, k.ino));
         let call = state.and_then(remote::exec_call);
         let mut cap = ExecCapture {
             pid,
@@ -726,6 +762,7 @@ impl FanotifyCapture {
             executable: Vec::new(),
             filename: Vec::new(),
             interpreter: None,
+            file: stat,
             syscall: call.map_or(0, |c| u32::try_from(c.nr).unwrap_or(0)),
             args_read: false,
             verdict: Verdict::Allow,
@@ -757,10 +794,11 @@ impl FanotifyCapture {
         } else {
             self.stats.argv_read_errors += 1;
         }
-        cap.executable = fd_path(ev.fd);
         // execveat(fd, "", AT_EMPTY_PATH) (fexecve, runc's memfd): the file
         // is the task's dirfd. Its filesystem may be unmarkable (memfds live
-        // on an internal mount), so the event may be the loader's.
+        // on an internal mount), so the event may be the loader's. Read
+        // now: a close-on-exec dirfd is gone once the exec goes on. Any
+        // other executable is the event fd's path, read after the answer.
         if let Some(call) = call
             && call.nr == remote::SYS_EXECVEAT
             && call.flags & libc::AT_EMPTY_PATH as u64 != 0
@@ -795,12 +833,7 @@ impl FanotifyCapture {
     /// thread is in execve and the leader has not parked yet (it queued the
     /// event but was preempted): never waited for here, the caller defers.
     fn syscall_of(&mut self, pid: u32) -> (Option<SyscallState>, u32) {
-        let path = format!("/proc/{pid}/syscall");
-        let read = || {
-            read_small(&path)
-                .ok()
-                .and_then(|t| remote::parse_syscall(&t))
-        };
+        let read = || syscall_state(pid, None);
         let mut state = read();
         if YIELD_BEFORE_DEFER && state == Some(SyscallState::Running) {
             // Our wake-up often preempted the task on its CPU: giving the
@@ -824,8 +857,7 @@ impl FanotifyCapture {
                 if tid == pid {
                     continue;
                 }
-                let p = format!("/proc/{pid}/task/{tid}/syscall");
-                let st = read_small(&p).ok().and_then(|t| remote::parse_syscall(&t));
+                let st = syscall_state(pid, Some(tid));
                 if st.and_then(remote::exec_call).is_some() {
                     return (st, tid);
                 }
@@ -1028,11 +1060,29 @@ fn as_bytes(buf: &[u64], n: usize) -> &[u8] {
     &all[..n.min(all.len())]
 }
 
-fn read_small(path: &str) -> io::Result<Vec<u8>> {
-    let mut f = File::open(path)?;
-    let mut buf = Vec::with_capacity(256);
-    f.by_ref().take(4096).read_to_end(&mut buf)?;
-    Ok(buf)
+/// `/proc/<pid>/syscall` (or `/proc/<pid>/task/<tid>/syscall`), read with
+/// no allocation: this read sits between the event and its answer. The
+/// file is at most ~150 bytes and handed out whole by one read.
+fn syscall_state(pid: u32, tid: Option<u32>) -> Option<SyscallState> {
+    use std::io::Write;
+    let mut path = [0u8; 64];
+    let mut w = &mut path[..];
+    match tid {
+        None => write!(w, "/proc/{pid}/syscall\0"),
+        Some(t) => write!(w, "/proc/{pid}/task/{t}/syscall\0"),
+    }
+    .ok()?;
+    // SAFETY: `path` is NUL-terminated above (and zero-filled after).
+    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh fd we own.
+    let file = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut text = [0u8; 256];
+    // SAFETY: reads at most the buffer's length into it.
+    let n = unsafe { libc::read(file.as_raw_fd(), text.as_mut_ptr().cast(), text.len()) };
+    remote::parse_syscall(&text[..usize::try_from(n).ok()?])
 }
 
 fn read_mountinfo(path: &str) -> io::Result<Vec<u8>> {
@@ -1042,16 +1092,22 @@ fn read_mountinfo(path: &str) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// `(st_dev, st_ino)` of an event fd; zeros if fstat fails.
-fn file_id(fd: RawFd) -> (u64, u64) {
+/// The identity of an event fd's file; `None` if fstat fails.
+fn file_stat(fd: RawFd) -> Option<FileKey> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat writes a stat on success.
     if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
-        return (0, 0);
+        return None;
     }
     // SAFETY: initialized by the successful fstat.
     let st = unsafe { st.assume_init() };
-    (st.st_dev, st.st_ino)
+    Some(FileKey {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        mtime_sec: st.st_mtime,
+        mtime_nsec: st.st_mtime_nsec,
+    })
 }
 
 fn dev_of(path: &[u8]) -> Option<(u32, u32)> {

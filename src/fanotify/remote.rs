@@ -33,6 +33,8 @@ pub const SYS_EXECVE: i64 = -2;
 pub const SYS_EXECVEAT: i64 = -3;
 
 const PAGE: u64 = 4096;
+/// Most ranges one `process_vm_readv` takes (`UIO_MAXIOV`).
+const IOV_MAX: usize = 1024;
 const PTR: usize = std::mem::size_of::<u64>();
 /// Longest filename read (PATH_MAX).
 pub const MAX_FILENAME: usize = 4096;
@@ -111,6 +113,22 @@ pub fn exec_call(state: SyscallState) -> Option<ExecCall> {
 /// length; a short read means the next byte is not readable.
 pub trait RemoteMem {
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Reads each `(addr, len)` range into consecutive parts of `buf`
+    /// (sized to their total) and returns the bytes read: every range
+    /// before the first short one is complete. Readers that can do it in
+    /// one system call override this.
+    fn read_ranges(&mut self, ranges: &[(u64, usize)], buf: &mut [u8]) -> io::Result<usize> {
+        let mut done = 0;
+        for &(addr, len) in ranges {
+            let n = self.read(addr, &mut buf[done..done + len])?;
+            done += n;
+            if n < len {
+                break;
+            }
+        }
+        Ok(done)
+    }
 }
 
 /// Arguments read from a remote task.
@@ -122,8 +140,17 @@ pub struct RemoteArgs {
     pub filename: Vec<u8>,
 }
 
+/// First piece of a string read in the batch: up to this many bytes, never
+/// past its page, so one bad page cannot fail the whole batch's range.
+const PIECE: u64 = 256;
+
 /// Reads `filename` and `argv` through `mem`, bounded by `max_args`
 /// pointers and `max_bytes` of argv text (NULs included). PURE over `mem`.
+///
+/// The exec'ing task waits for this, so the reads are few: the pointer
+/// array page by page up to its NULL, then one batch with a first piece of
+/// the filename and of every argument; only strings longer than their
+/// piece cost more reads.
 pub fn read_args(
     mem: &mut dyn RemoteMem,
     call: &ExecCall,
@@ -131,38 +158,39 @@ pub fn read_args(
     max_bytes: usize,
 ) -> io::Result<RemoteArgs> {
     let mut out = RemoteArgs::default();
+    // argv == NULL is legal (the kernel then passes an empty argv[0]).
+    let ptrs = if call.argv == 0 {
+        Vec::new()
+    } else {
+        read_pointers(mem, call.argv, max_args, &mut out.truncated)?
+    };
+    let mut ranges = Vec::with_capacity(ptrs.len() + 1);
+    let piece = |addr: u64| usize::try_from(PIECE.min(PAGE - addr % PAGE)).unwrap_or(0);
     if call.filename != 0 {
-        let (name, _) = read_cstr(mem, call.filename, MAX_FILENAME)?;
+        ranges.push((call.filename, piece(call.filename)));
+    }
+    ranges.extend(ptrs.iter().map(|&p| (p, piece(p))));
+    let mut buf = vec![0u8; ranges.iter().map(|r| r.1).sum()];
+    let got = mem.read_ranges(&ranges, &mut buf)?;
+    let mut batch = Batch {
+        ranges: &ranges,
+        buf: &buf,
+        got,
+        next: 0,
+        off: 0,
+    };
+    if call.filename != 0 {
+        let (name, _) = batch.string(mem, MAX_FILENAME)?;
         out.filename = name;
     }
-    // argv == NULL is legal (the kernel then passes an empty argv[0]).
-    if call.argv == 0 {
-        return Ok(out);
-    }
-    // One read for the pointer array, plus one to see its terminator.
-    let mut raw = vec![0u8; (max_args + 1) * PTR];
-    let got = read_full(mem, call.argv, &mut raw)?;
-    let ptrs: Vec<u64> = raw[..got - got % PTR]
-        .chunks_exact(PTR)
-        .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or([0; PTR])))
-        .take_while(|&p| p != 0)
-        .collect();
-    let terminated = ptrs.len() * PTR < got - got % PTR;
-    if ptrs.len() > max_args || (!terminated && got < raw.len()) {
-        // More pointers than allowed, or the array ran into an unreadable page.
-        out.truncated = true;
-    }
-    if !terminated && got < raw.len() && ptrs.is_empty() {
-        return Err(io::Error::from_raw_os_error(libc::EFAULT));
-    }
-    for &p in ptrs.iter().take(max_args) {
+    for _ in &ptrs {
         let left = max_bytes.saturating_sub(out.argv.len());
         if left == 0 {
             out.truncated = true;
             break;
         }
         // Room for the string and its NUL.
-        let (s, complete) = read_cstr(mem, p, left - 1)?;
+        let (s, complete) = batch.string(mem, left - 1)?;
         out.argv.extend_from_slice(&s);
         out.argv.push(0);
         if !complete {
@@ -171,6 +199,94 @@ pub fn read_args(
         }
     }
     Ok(out)
+}
+
+/// The argv pointer array up to its NULL, at most `max_args` of them;
+/// sets `truncated` when there were more or the array ran into an
+/// unreadable page.
+fn read_pointers(
+    mem: &mut dyn RemoteMem,
+    argv: u64,
+    max_args: usize,
+    truncated: &mut bool,
+) -> io::Result<Vec<u64>> {
+    // One slot past the limit tells "exactly max_args" from "more".
+    let want_total = max_args.saturating_add(1).saturating_mul(PTR);
+    let mut raw: Vec<u8> = Vec::new();
+    let mut ptrs = Vec::new();
+    while raw.len() < want_total {
+        let at = argv.wrapping_add(raw.len() as u64);
+        let want = usize::try_from(PAGE - at % PAGE)
+            .unwrap_or(PAGE as usize)
+            .min(want_total - raw.len());
+        let start = raw.len();
+        raw.resize(start + want, 0);
+        let got = mem.read(at, &mut raw[start..])?;
+        raw.truncate(start + got);
+        // Pointers completed by this read (one may straddle two pages).
+        for c in raw[ptrs.len() * PTR..raw.len() - raw.len() % PTR].chunks_exact(PTR) {
+            let p = u64::from_ne_bytes(c.try_into().unwrap_or([0; PTR]));
+            if p == 0 {
+                return Ok(ptrs);
+            }
+            ptrs.push(p);
+        }
+        if got < want {
+            if ptrs.is_empty() {
+                return Err(io::Error::from_raw_os_error(libc::EFAULT));
+            }
+            *truncated = true;
+            return Ok(ptrs);
+        }
+    }
+    if ptrs.len() > max_args {
+        *truncated = true;
+        ptrs.truncate(max_args);
+    }
+    Ok(ptrs)
+}
+
+/// The batch of first pieces, consumed string by string in range order.
+struct Batch<'a> {
+    ranges: &'a [(u64, usize)],
+    buf: &'a [u8],
+    got: usize,
+    next: usize,
+    off: usize,
+}
+
+impl Batch<'_> {
+    /// The next string, at most `max` bytes, and whether its NUL was seen:
+    /// from its piece when that holds the NUL, else continued (or, when the
+    /// batch stopped short of it, read) with single reads.
+    fn string(&mut self, mem: &mut dyn RemoteMem, max: usize) -> io::Result<(Vec<u8>, bool)> {
+        let Some(&(addr, len)) = self.ranges.get(self.next) else {
+            return Ok((Vec::new(), false));
+        };
+        let piece_at = self.off;
+        self.next += 1;
+        self.off += len;
+        if piece_at + len > self.got {
+            return read_cstr(mem, addr, max);
+        }
+        let piece = &self.buf[piece_at..piece_at + len];
+        if let Some(nul) = piece.iter().position(|&c| c == 0) {
+            let complete = nul <= max;
+            return Ok((piece[..nul.min(max)].to_vec(), complete));
+        }
+        if len > max {
+            return Ok((piece[..max].to_vec(), false));
+        }
+        let mut s = piece.to_vec();
+        match read_cstr(mem, addr + len as u64, max - len) {
+            Ok((rest, complete)) => {
+                s.extend_from_slice(&rest);
+                Ok((s, complete))
+            }
+            // The string runs into an unreadable page.
+            Err(_) => Ok((s, false)),
+        }
+    }
 }
 
 /// Reads a C string of at most `max` bytes at `addr`; returns it and whether
@@ -204,26 +320,6 @@ fn read_cstr(mem: &mut dyn RemoteMem, addr: u64, max: usize) -> io::Result<(Vec<
         }
         at += got as u64;
     }
-}
-
-/// Fills as much of `buf` as is readable, page by page.
-fn read_full(mem: &mut dyn RemoteMem, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        let at = addr + done as u64;
-        let want = usize::try_from(PAGE - at % PAGE)
-            .unwrap_or(PAGE as usize)
-            .min(buf.len() - done);
-        let got = mem.read(at, &mut buf[done..done + want])?;
-        done += got;
-        if got < want {
-            break;
-        }
-    }
-    if done == 0 && !buf.is_empty() {
-        return Err(io::Error::from_raw_os_error(libc::EFAULT));
-    }
-    Ok(done)
 }
 
 /// `process_vm_readv` on a pid, falling back to `/proc/<pid>/mem` when the
@@ -288,6 +384,58 @@ impl RemoteMem for ProcessMem {
             Err(e) => Err(e.into()),
         }
     }
+
+    fn read_ranges(&mut self, ranges: &[(u64, usize)], buf: &mut [u8]) -> io::Result<usize> {
+        let Ok(pid) = i32::try_from(self.pid) else {
+            return Err(io::ErrorKind::InvalidInput.into());
+        };
+        let mut done = 0;
+        // The kernel takes at most IOV_MAX remote ranges per call.
+        for group in ranges.chunks(IOV_MAX) {
+            if self.use_mem {
+                break;
+            }
+            let remote: Vec<RemoteIoVec> = group
+                .iter()
+                .map(|&(addr, len)| RemoteIoVec {
+                    base: usize::try_from(addr).unwrap_or(0),
+                    len,
+                })
+                .collect();
+            let want: usize = group.iter().map(|r| r.1).sum();
+            let local = &mut buf[done..done + want];
+            match process_vm_readv(Pid::from_raw(pid), &mut [IoSliceMut::new(local)], &remote) {
+                Ok(n) => {
+                    done += n;
+                    if n < want {
+                        return Ok(done);
+                    }
+                }
+                // The first range is unreadable.
+                Err(nix::errno::Errno::EFAULT) => return Ok(done),
+                Err(nix::errno::Errno::ESRCH) => return Err(io::ErrorKind::NotFound.into()),
+                Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::EPERM) => self.use_mem = true,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if done == buf.len() {
+            return Ok(done);
+        }
+        // /proc/<pid>/mem: one read per range.
+        let mut at = 0;
+        for &(addr, len) in ranges {
+            if at < done {
+                at += len;
+                continue;
+            }
+            let n = self.read(addr, &mut buf[at..at + len])?;
+            at += n;
+            if n < len {
+                break;
+            }
+        }
+        Ok(at)
+    }
 }
 
 #[cfg(test)]
@@ -299,11 +447,14 @@ mod tests {
         base: u64,
         bytes: Vec<u8>,
         reads: usize,
+        /// Calls a real reader would make: one per `read`, one per batch.
+        calls: usize,
     }
 
     impl RemoteMem for Fake {
         fn read(&mut self, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
             self.reads += 1;
+            self.calls += 1;
             let end = self.base + self.bytes.len() as u64;
             if addr < self.base || addr >= end {
                 return Ok(0);
@@ -313,10 +464,30 @@ mod tests {
             buf[..n].copy_from_slice(&self.bytes[off..off + n]);
             Ok(n)
         }
+
+        fn read_ranges(&mut self, ranges: &[(u64, usize)], buf: &mut [u8]) -> io::Result<usize> {
+            let calls = self.calls;
+            let mut done = 0;
+            for &(addr, len) in ranges {
+                let n = self.read(addr, &mut buf[done..done + len])?;
+                done += n;
+                if n < len {
+                    break;
+                }
+            }
+            self.calls = calls + 1;
+            Ok(done)
+        }
     }
 
     /// Lays out filename, strings and a NULL-terminated pointer array.
     fn image(args: &[&[u8]]) -> (Fake, ExecCall) {
+        image_padded(args, 0)
+    }
+
+    /// [`image`] with `pad` bytes before the pointer array, which is then
+    /// no longer 8-byte aligned unless `pad` is a multiple of 8.
+    fn image_padded(args: &[&[u8]], pad: usize) -> (Fake, ExecCall) {
         let base = 0x10_0000u64;
         let mut bytes = b"/bin/true\0".to_vec();
         let mut ptrs = Vec::new();
@@ -328,11 +499,14 @@ mod tests {
         while !bytes.len().is_multiple_of(8) {
             bytes.push(0xaa);
         }
+        bytes.extend(std::iter::repeat_n(0xbb, pad));
         let argv = base + bytes.len() as u64;
         for p in ptrs {
             bytes.extend_from_slice(&p.to_ne_bytes());
         }
         bytes.extend_from_slice(&0u64.to_ne_bytes());
+        // Memory is mapped in whole pages.
+        bytes.resize(bytes.len().next_multiple_of(PAGE as usize), 0xcc);
         let call = ExecCall {
             nr: SYS_EXECVE,
             filename: base,
@@ -345,6 +519,7 @@ mod tests {
                 base,
                 bytes,
                 reads: 0,
+                calls: 0,
             },
             call,
         )
@@ -398,6 +573,43 @@ mod tests {
         assert_eq!(r.argv, b"true\0--x\0\0a b\0");
         assert_eq!(r.filename, b"/bin/true");
         assert!(!r.truncated);
+        // The pointer array, then one batch for every string.
+        assert_eq!(m.calls, 2);
+    }
+
+    #[test]
+    fn string_crossing_a_page_is_continued() {
+        // The first argument ends just before the page end, so the second
+        // starts 10 bytes before it: its first piece stops at the page.
+        let first = vec![b'p'; 4096 - 10 - 10 - 1];
+        let (mut m, call) = image(&[&first, b"crossing-the-page-boundary"]);
+        let r = read_args(&mut m, &call, 64, 1 << 20).unwrap();
+        assert!(r.argv.ends_with(b"\0crossing-the-page-boundary\0"));
+        assert!(!r.truncated);
+    }
+
+    #[test]
+    fn pointer_array_straddling_pages() {
+        // The pointers start 4 bytes before a page end.
+        let filler = vec![b'f'; 4096 - 16 - 10 - 1];
+        for pad in [0, 4, 12] {
+            let (mut m, call) = image_padded(&[&filler, b"a", b"b"], pad);
+            let r = read_args(&mut m, &call, 64, 1 << 20).unwrap();
+            assert!(r.argv.ends_with(b"\0a\0b\0"), "pad {pad}");
+            assert!(!r.truncated, "pad {pad}");
+        }
+    }
+
+    #[test]
+    fn unreadable_argument_fails_the_read_like_the_exec() {
+        // execve fails with EFAULT on such an argv: nothing to report.
+        let (mut m, mut call) = image(&[b"a", b"b"]);
+        let second = call.argv + 8;
+        let at = usize::try_from(second - m.base).unwrap();
+        m.bytes[at..at + 8].copy_from_slice(&0xdead_0000u64.to_ne_bytes());
+        assert!(read_args(&mut m, &call, 64, 4096).is_err());
+        call.filename = 0xdead_1000;
+        assert!(read_args(&mut m, &call, 64, 4096).is_err());
     }
 
     #[test]
@@ -431,6 +643,7 @@ mod tests {
             base: 0x1000,
             bytes: Vec::new(),
             reads: 0,
+            calls: 0,
         };
         let argv = 0x1000u64;
         m.bytes.extend_from_slice(&(0x1010u64).to_ne_bytes());

@@ -5,7 +5,7 @@
 //! every exec on the host. This thread does nothing but answer `FAN_ALLOW`:
 //! (1) for events the loop has read but not answered within
 //! [`ANSWER_AFTER`], and (2) for events the loop has not even read: if the
-//! group fd stays readable across two ticks while the loop has not entered
+//! group fd stays readable for [`ANSWER_AFTER`] while the loop has not entered
 //! `drain` in between, the watchdog reads and allows them itself (their argv
 //! is lost and counted). It never touches `/proc`, allocates nothing per
 //! event and takes no lock shared with the loop.
@@ -46,10 +46,10 @@ use std::time::{Duration, Instant};
 
 /// An event read but unanswered for this long is allowed by the watchdog.
 pub const ANSWER_AFTER: Duration = Duration::from_millis(3);
-/// Tick while events flow.
-const TICK: Duration = Duration::from_millis(1);
-/// Idle ticks (no event published) before parking.
-const IDLE_TICKS: u32 = 50;
+/// Shortest sleep: below this, sleeping costs more than it saves.
+const MIN_SLEEP: Duration = Duration::from_micros(100);
+/// Time without a published event before parking.
+const IDLE_BEFORE_PARK: Duration = Duration::from_millis(50);
 /// While parked the watchdog still wakes this often to notice a loop that
 /// stopped reading the group fd altogether.
 const PARKED_WAKE: Duration = Duration::from_millis(50);
@@ -234,20 +234,21 @@ impl Shared {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Answers overdue published events; returns whether any is pending.
-    fn answer_overdue(&self) -> bool {
+    /// Answers overdue published events; returns when the earliest one
+    /// still pending falls due (ns since `epoch`), `None` if none is.
+    fn answer_overdue(&self) -> Option<u64> {
         let now = self.now_ns();
         let after = u64::try_from(ANSWER_AFTER.as_nanos()).unwrap_or(u64::MAX);
-        let mut pending = false;
+        let mut next: Option<u64> = None;
         for slot in &self.slots {
             let word = slot.state.load(Ordering::SeqCst);
             if word & STATE_MASK != PENDING {
                 continue;
             }
-            pending = true;
             let fd = slot.fd.load(Ordering::Relaxed);
-            let read = slot.read_ns.load(Ordering::Relaxed);
-            if now.saturating_sub(read) < after {
+            let due = slot.read_ns.load(Ordering::Relaxed).saturating_add(after);
+            if now < due {
+                next = Some(next.map_or(due, |n| n.min(due)));
                 continue;
             }
             let claimed = (word & !STATE_MASK) | WATCHDOG;
@@ -263,10 +264,10 @@ impl Shared {
                 slot.state.store(claimed | DONE_BIT, Ordering::SeqCst);
             }
         }
-        pending
+        next
     }
 
-    /// The loop has not read the group fd for a whole tick while it was
+    /// The loop has not read the group fd for [`ANSWER_AFTER`] while it was
     /// readable: read and allow everything queued.
     fn take_over(&self) {
         let mut buf = [0u64; 3 * SLOTS];
@@ -343,18 +344,23 @@ pub fn respond(group_fd: RawFd, fd: RawFd, response: u32) -> bool {
     }
 }
 
+/// Sleeps until something can fall due: the earliest pending event's
+/// deadline, or the next check of an fd the loop may have stopped reading
+/// (every [`ANSWER_AFTER`] while events flow), so a busy host costs a few
+/// hundred wake-ups a second, not one per event. Parks when idle.
 fn run(s: &Shared) {
-    let mut idle = 0u32;
     let mut last_published = 0u64;
+    let mut last_activity = s.now_ns();
     // (drains counter, time) when the fd was first seen readable: the loop
     // is stuck if the fd stays readable for ANSWER_AFTER without a drain.
     let mut readable_since: Option<(u64, u64)> = None;
     let after = u64::try_from(ANSWER_AFTER.as_nanos()).unwrap_or(u64::MAX);
+    let idle_ns = u64::try_from(IDLE_BEFORE_PARK.as_nanos()).unwrap_or(u64::MAX);
     while !s.stop.load(Ordering::SeqCst) {
-        let pending = s.answer_overdue();
+        let next_due = s.answer_overdue();
         let drains = s.drains.load(Ordering::SeqCst);
+        let now = s.now_ns();
         if readable(s.group_fd) {
-            let now = s.now_ns();
             match readable_since {
                 Some((d, t)) if d == drains && now.saturating_sub(t) >= after => {
                     s.take_over();
@@ -367,14 +373,20 @@ fn run(s: &Shared) {
             readable_since = None;
         }
         let published = s.published.load(Ordering::SeqCst);
-        if published != last_published || pending || readable_since.is_some() {
-            idle = 0;
+        if published != last_published || next_due.is_some() || readable_since.is_some() {
+            last_activity = now;
             last_published = published;
-        } else {
-            idle = idle.saturating_add(1);
         }
-        if idle < IDLE_TICKS {
-            thread::sleep(TICK);
+        if now.saturating_sub(last_activity) < idle_ns {
+            let mut wake = now.saturating_add(after);
+            if let Some(d) = next_due {
+                wake = wake.min(d);
+            }
+            if let Some((_, t)) = readable_since {
+                wake = wake.min(t.saturating_add(after));
+            }
+            let nap = Duration::from_nanos(wake.saturating_sub(now)).max(MIN_SLEEP);
+            thread::sleep(nap);
             continue;
         }
         s.sleeping.store(true, Ordering::SeqCst);
@@ -389,7 +401,7 @@ fn run(s: &Shared) {
         thread::park_timeout(PARKED_WAKE);
         s.sleeping.store(false, Ordering::SeqCst);
         if s.published.load(Ordering::SeqCst) != last_published {
-            idle = 0;
+            last_activity = s.now_ns();
         }
     }
 }

@@ -68,6 +68,16 @@ impl Cache {
         found
     }
 
+    /// Like [`get`](Self::get), but a miss is not counted: the caller
+    /// goes on to [`get`](Self::get) by another way to the file.
+    pub fn get_if_cached(&mut self, key: &FileKey) -> Option<Arc<Known>> {
+        let found = self.map.get(key).cloned();
+        if found.is_some() {
+            self.stats.hits += 1;
+        }
+        found
+    }
+
     pub fn insert(&mut self, key: FileKey, known: Arc<Known>) {
         if self.map.insert(key, known).is_some() {
             return;

@@ -163,16 +163,34 @@ impl Identifier {
 
     /// Adds `execsentry.exe.*` and `process.hash.sha256` to the event of
     /// an exec by `pid`, when its executable can be read.
-    pub fn fill(&mut self, proc_root: &Path, pid: u32, ev: &mut Event) {
+    /// `file`, when given, is the executable's identity as seen at exec
+    /// time (the fanotify event's file): a cached executable is then found
+    /// without `/proc`, even after a short-lived process is gone.
+    pub fn fill(&mut self, proc_root: &Path, pid: u32, file: Option<FileKey>, ev: &mut Event) {
+        if let Some(known) = file.and_then(|k| self.cached(&k)) {
+            return Self::apply(&known, ev);
+        }
         let Some(known) = self.lookup(proc_root, pid) else {
             return;
         };
+        Self::apply(&known, ev);
+    }
+
+    fn apply(known: &Known, ev: &mut Event) {
         ev.execsentry.exe.clone_from(&known.exe);
         if let Some(h) = &known.sha256 {
             ev.process.hash = Some(Hash {
                 sha256: Some(h.clone()),
             });
         }
+    }
+
+    /// The cached facts of `key`'s file, counted as a hit.
+    fn cached(&mut self, key: &FileKey) -> Option<Arc<Known>> {
+        if !self.cfg.enabled {
+            return None;
+        }
+        self.cache.get_if_cached(key)
     }
 
     /// What is known of `pid`'s executable, from the cache or the file.

@@ -135,7 +135,7 @@ fn identifier_caches_by_file_and_counts() {
     let mut idf = Identifier::new(cfg, shipped_tools());
     let (root, bin) = fake_proc("github.com/docker/cli/cmd/docker");
     let mut ev = Event::default();
-    idf.fill(root.path(), 42, &mut ev);
+    idf.fill(root.path(), 42, None, &mut ev);
     let exe = ev.execsentry.exe.clone().expect("identified");
     assert_eq!(exe.tool.as_deref(), Some("docker"));
     let sha = ev.process.hash.and_then(|h| h.sha256).expect("hashed");
@@ -165,6 +165,30 @@ fn identifier_caches_by_file_and_counts() {
 }
 
 #[test]
+fn file_known_at_exec_is_identified_after_the_process_is_gone() {
+    use std::os::unix::fs::MetadataExt;
+    let mut idf = Identifier::new(IdentityConfig::default(), shipped_tools());
+    let (root, bin) = fake_proc("github.com/docker/cli/cmd/docker");
+    let mut ev = Event::default();
+    idf.fill(root.path(), 42, None, &mut ev);
+    let m = std::fs::metadata(&bin).unwrap();
+    let key = FileKey {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime_sec: m.mtime(),
+        mtime_nsec: m.mtime_nsec(),
+    };
+    // Pid 43 has no /proc entry: only the key finds the file.
+    let mut ev = Event::default();
+    idf.fill(root.path(), 43, Some(key), &mut ev);
+    let tool = ev.execsentry.exe.and_then(|e| e.tool);
+    assert_eq!(tool.as_deref(), Some("docker"));
+    let s = idf.stats();
+    assert_eq!((s.hits, s.misses, s.unreadable), (1, 1, 0));
+}
+
+#[test]
 fn large_files_are_identified_but_not_hashed() {
     let cfg = IdentityConfig {
         hash: true,
@@ -182,7 +206,7 @@ fn large_files_are_identified_but_not_hashed() {
 fn disabled_identifier_reads_nothing() {
     let mut idf = Identifier::disabled();
     let mut ev = Event::default();
-    idf.fill(Path::new("/proc"), std::process::id(), &mut ev);
+    idf.fill(Path::new("/proc"), std::process::id(), None, &mut ev);
     assert_eq!(ev.execsentry.exe, None);
     assert_eq!(idf.stats(), CacheStats::default());
 }
