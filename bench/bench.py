@@ -648,7 +648,7 @@ def table(baseline, cases):
             notes.append(f"- {name}: sensor's own counters at exit: `{r['sensor_stats']}`")
             wait = re.search(r"answer_us_p50=([\d.]+) fanotify.answer_us_p99=([\d.]+)", r["sensor_stats"])
             if wait:
-                notes.append(f"- {name}: permission event read → answer written: "
+                notes.append(f"- {name}: permission event read → answer: "
                              f"p50 {wait.group(1)} µs, p99 {wait.group(2)} µs")
     return rows, notes
 

@@ -11,7 +11,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 missing=()
 for p in forkstat auditd gcc libc6-dev python3; do
-	[[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == 'install ok installed' ]] || missing+=("$p")
+	[[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == *'install ok installed'* ]] || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
 	echo "bench: apt-get install ${missing[*]}"

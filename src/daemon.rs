@@ -504,7 +504,7 @@ impl Loop {
                 self.drain_netlink();
             }
             if self.capture.is_some() {
-                self.pace()?;
+                self.pace();
             }
             if self.outputs.stdout_broken() {
                 log::warn!("stdout was closed by its reader; stopping");
@@ -532,21 +532,27 @@ impl Loop {
     /// Switches the proc connector between waking the loop and being read
     /// on the loop's schedule, by the message rate (fanotify mode only:
     /// there the permission events keep the loop turning under load).
-    fn pace(&mut self) -> io::Result<()> {
-        match self.pacing.decide(Instant::now()) {
-            Some(Mode::Paced) => {
-                log::debug!("proc connector: paced reads");
-                self.poll.registry().deregister(&mut self.conn)
-            }
+    fn pace(&mut self) {
+        let switched = match self.pacing.decide(Instant::now()) {
+            Some(Mode::Paced) => self.poll.registry().deregister(&mut self.conn),
             Some(Mode::Eager) => {
-                log::debug!("proc connector: eager reads");
-                self.poll
+                let r = self
+                    .poll
                     .registry()
-                    .register(&mut self.conn, NETLINK, Interest::READABLE)?;
+                    .register(&mut self.conn, NETLINK, Interest::READABLE);
                 self.drain_netlink();
-                Ok(())
+                r
             }
-            None => Ok(()),
+            None => return,
+        };
+        // The socket stays where it was; so does the mode that matches it.
+        if let Err(e) = switched {
+            log::warn!("proc connector: could not change how it is read: {e}");
+            let back = match self.pacing.mode() {
+                Mode::Paced => Mode::Eager,
+                Mode::Eager => Mode::Paced,
+            };
+            self.pacing.keep(back);
         }
     }
 

@@ -52,6 +52,12 @@ impl Pacing {
         self.mode
     }
 
+    /// Puts the mode back when switching to the one [`decide`](Self::decide)
+    /// chose failed.
+    pub fn keep(&mut self, mode: Mode) {
+        self.mode = mode;
+    }
+
     /// Counts `n` messages read.
     pub fn read(&mut self, n: u64) {
         self.messages = self.messages.saturating_add(n);

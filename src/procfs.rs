@@ -11,7 +11,7 @@ use std::ffi::{CStr, CString};
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use crate::event::Namespaces;
@@ -85,10 +85,9 @@ impl ProcFs {
     /// is about that one process: once it exits, reads fail with NotFound
     /// instead of reaching a new process that reused the pid.
     pub fn dir(&self, pid: u32) -> io::Result<PidDir> {
-        let mut path = self.root.as_os_str().as_bytes().to_vec();
-        path.push(b'/');
-        path.extend_from_slice(pid.to_string().as_bytes());
-        let path = CString::new(path).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let path = self.root.join(pid.to_string());
+        let path = CString::new(path.into_os_string().into_vec())
+            .map_err(|_| io::ErrorKind::InvalidInput)?;
         // SAFETY: a NUL-terminated path; the result is checked.
         let fd = unsafe {
             libc::open(
@@ -284,7 +283,8 @@ impl PidDir {
     }
 
     /// Whether the process is still there: a lookup in the directory of an
-    /// exited task fails.
+    /// exited task fails. (A fixture directory without `stat` counts as an
+    /// exited process.)
     fn alive(&self) -> bool {
         // SAFETY: our dirfd and a NUL-terminated name.
         unsafe { libc::faccessat(self.fd.as_raw_fd(), c"stat".as_ptr(), libc::F_OK, 0) == 0 }

@@ -508,7 +508,7 @@ impl FanotifyCapture {
             for (ev, inflight) in evs.iter().zip(batch.iter_mut()) {
                 self.stats.events += 1;
                 let may_defer = self.deferred.len() < DEFER_MAX;
-                let mut capture = match self.inspect(ev, may_defer) {
+                let capture = match self.inspect(ev, may_defer) {
                     Inspected::Running => {
                         self.stats.deferred += 1;
                         inflight.deferred = true;
@@ -524,7 +524,7 @@ impl FanotifyCapture {
                     }
                     Inspected::Done(c) => c,
                 };
-                let verdict = self.decide(ev.fd, capture.as_mut(), decide);
+                let verdict = self.decide(capture.as_ref(), decide);
                 let given = self.answer(
                     inflight.fd,
                     inflight.slot,
@@ -585,8 +585,7 @@ impl FanotifyCapture {
                 }
             };
             self.deferred.swap_remove(i);
-            let mut capture = capture;
-            let verdict = self.decide(d.ev.fd, capture.as_mut(), decide);
+            let verdict = self.decide(capture.as_ref(), decide);
             // The CAS in `answer` settles a watchdog answer given since the
             // check above: no second answer, and the fd stays open until
             // the watchdog has written its response.
@@ -609,9 +608,6 @@ impl FanotifyCapture {
         out: &mut Vec<ExecCapture>,
     ) {
         if let Some(mut c) = capture {
-            if c.executable.is_empty() {
-                c.executable = fd_path(fd);
-            }
             // SAFETY: the event fd is open until the close below.
             let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
             c.interpreter = shebang(bfd);
@@ -624,20 +620,14 @@ impl FanotifyCapture {
     }
 
     /// The verdict for a capture: `Allow` unless enforcing, when `decide`
-    /// judges it with its executable filled in.
+    /// judges it.
     fn decide(
         &self,
-        fd: RawFd,
-        capture: Option<&mut ExecCapture>,
+        capture: Option<&ExecCapture>,
         decide: &mut dyn FnMut(&ExecCapture) -> Verdict,
     ) -> Verdict {
         match capture {
-            Some(c) if self.opts.enforce && c.args_read => {
-                if c.executable.is_empty() {
-                    c.executable = fd_path(fd);
-                }
-                decide(c)
-            }
+            Some(c) if self.opts.enforce && c.args_read => decide(c),
             _ => Verdict::Allow,
         }
     }
@@ -678,9 +668,9 @@ impl FanotifyCapture {
     }
 
     /// Answers event `fd` in watchdog slot `slot` unless the watchdog did;
-    /// returns what the kernel got. The wait recorded ends where the answer
-    /// is written: the task resumes inside that write, whereas the loop
-    /// may lose its CPU to the task on the way out of it.
+    /// returns what the kernel got. The wait recorded ends just before the
+    /// answer is written: the task resumes inside that write, whereas the
+    /// loop may lose its CPU to the task on the way out of it.
     fn answer(
         &mut self,
         fd: RawFd,
@@ -709,6 +699,8 @@ impl FanotifyCapture {
             }
             verdict
         } else {
+            // The watchdog answered: at least this long, at most until now.
+            self.record_latency(read_at);
             Verdict::Allow
         };
         if let Some(wd) = &self.watchdog {
@@ -794,11 +786,13 @@ impl FanotifyCapture {
         } else {
             self.stats.argv_read_errors += 1;
         }
+        // Before the answer: once the new program runs it could rename its
+        // own file, and the path read would be the new name.
+        cap.executable = fd_path(ev.fd);
         // execveat(fd, "", AT_EMPTY_PATH) (fexecve, runc's memfd): the file
         // is the task's dirfd. Its filesystem may be unmarkable (memfds live
-        // on an internal mount), so the event may be the loader's. Read
-        // now: a close-on-exec dirfd is gone once the exec goes on. Any
-        // other executable is the event fd's path, read after the answer.
+        // on an internal mount), so the event may be the loader's: neither
+        // its path nor its identity is the program's.
         if let Some(call) = call
             && call.nr == remote::SYS_EXECVEAT
             && call.flags & libc::AT_EMPTY_PATH as u64 != 0
@@ -807,6 +801,7 @@ impl FanotifyCapture {
             && let Ok(target) = std::fs::read_link(format!("/proc/{tid}/fd/{}", call.dirfd))
         {
             cap.executable = target.into_os_string().into_encoded_bytes();
+            cap.file = None;
         }
         Some(cap)
     }

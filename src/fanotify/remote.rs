@@ -143,6 +143,8 @@ pub struct RemoteArgs {
 /// First piece of a string read in the batch: up to this many bytes, never
 /// past its page, so one bad page cannot fail the whole batch's range.
 const PIECE: u64 = 256;
+/// Smallest first piece, however many arguments share the budget.
+const MIN_PIECE: u64 = 16;
 
 /// Reads `filename` and `argv` through `mem`, bounded by `max_args`
 /// pointers and `max_bytes` of argv text (NULs included). PURE over `mem`.
@@ -165,7 +167,12 @@ pub fn read_args(
         read_pointers(mem, call.argv, max_args, &mut out.truncated)?
     };
     let mut ranges = Vec::with_capacity(ptrs.len() + 1);
-    let piece = |addr: u64| usize::try_from(PIECE.min(PAGE - addr % PAGE)).unwrap_or(0);
+    // The batch stays within about the argv budget: with many arguments
+    // each piece shrinks (a longer string is then continued by single
+    // reads), so a process cannot make every exec copy a megabyte.
+    let per_arg = u64::try_from(max_bytes / ptrs.len().max(1)).unwrap_or(PIECE);
+    let piece_max = per_arg.clamp(MIN_PIECE, PIECE);
+    let piece = |addr: u64| usize::try_from(piece_max.min(PAGE - addr % PAGE)).unwrap_or(0);
     if call.filename != 0 {
         ranges.push((call.filename, piece(call.filename)));
     }
@@ -575,6 +582,20 @@ mod tests {
         assert!(!r.truncated);
         // The pointer array, then one batch for every string.
         assert_eq!(m.calls, 2);
+    }
+
+    #[test]
+    fn batch_stays_within_the_argv_budget() {
+        // 1000 arguments of 100 bytes against a 4 KiB budget: pieces of
+        // 16 bytes, not 256, and the budget still bounds what is kept.
+        let arg = vec![b'a'; 100];
+        let args: Vec<&[u8]> = (0..1000).map(|_| arg.as_slice()).collect();
+        let (mut m, call) = image(&args);
+        let r = read_args(&mut m, &call, 4096, 4096).unwrap();
+        assert!(r.truncated);
+        assert_eq!(r.argv.len(), 4096);
+        assert!(r.argv.starts_with(&[b'a'; 100]));
+        assert_eq!(r.argv[100], 0);
     }
 
     #[test]

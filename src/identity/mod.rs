@@ -162,16 +162,23 @@ impl Identifier {
     }
 
     /// Adds `execsentry.exe.*` and `process.hash.sha256` to the event of
-    /// an exec by `pid`, when its executable can be read.
-    /// `file`, when given, is the executable's identity as seen at exec
-    /// time (the fanotify event's file): a cached executable is then found
-    /// without `/proc`, even after a short-lived process is gone.
+    /// an exec by `pid`, when its executable can be read. `file`, when
+    /// given, is the identity of the file opened for the exec (the fanotify
+    /// event's): if the process is already gone, a cached entry for it
+    /// still identifies the executable. Only a fallback: that file may be
+    /// the loader's when the program's own filesystem could not be marked.
     pub fn fill(&mut self, proc_root: &Path, pid: u32, file: Option<FileKey>, ev: &mut Event) {
-        if let Some(known) = file.and_then(|k| self.cached(&k)) {
-            return Self::apply(&known, ev);
-        }
-        let Some(known) = self.lookup(proc_root, pid) else {
-            return;
+        let known = match self.lookup_counted(proc_root, pid, file.is_none()) {
+            Some(k) => k,
+            None => match file.and_then(|k| self.cached(&k)) {
+                Some(k) => k,
+                None => {
+                    if file.is_some() && self.cfg.enabled {
+                        self.cache.stats.unreadable += 1;
+                    }
+                    return;
+                }
+            },
         };
         Self::apply(&known, ev);
     }
@@ -195,6 +202,17 @@ impl Identifier {
 
     /// What is known of `pid`'s executable, from the cache or the file.
     pub fn lookup(&mut self, proc_root: &Path, pid: u32) -> Option<Arc<Known>> {
+        self.lookup_counted(proc_root, pid, true)
+    }
+
+    /// [`lookup`](Self::lookup); an unreadable executable is counted only
+    /// with `count_unreadable` (the caller has another way to it).
+    fn lookup_counted(
+        &mut self,
+        proc_root: &Path,
+        pid: u32,
+        count_unreadable: bool,
+    ) -> Option<Arc<Known>> {
         if !self.cfg.enabled {
             return None;
         }
@@ -210,7 +228,7 @@ impl Identifier {
                 mtime_nsec: st.st_mtime_nsec,
             },
             Err(_) => {
-                self.cache.stats.unreadable += 1;
+                self.cache.stats.unreadable += u64::from(count_unreadable);
                 return None;
             }
         };
@@ -218,7 +236,7 @@ impl Identifier {
             return Some(k);
         }
         let Ok(file) = File::open(&self.path) else {
-            self.cache.stats.unreadable += 1;
+            self.cache.stats.unreadable += u64::from(count_unreadable);
             return None;
         };
         // Key by what was opened: the process may have exec'd again since.

@@ -28,7 +28,7 @@ install_packages() {
 	local missing=() p
 	for p in "${PACKAGES[@]}"; do
 		# dpkg-query is cheap and offline; only touch apt when something lacks.
-		if [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != 'install ok installed' ]]; then
+		if [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != *'install ok installed'* ]]; then
 			missing+=("$p")
 		fi
 	done
