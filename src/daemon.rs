@@ -654,13 +654,24 @@ impl Loop {
                     self.drain_fanotify();
                 }
                 // With captures pending, stat comes first: its comm picks the
-                // capture of this very exec, and it is read only once.
-                let stat = (!self.pending.is_empty())
-                    .then(|| self.pipeline.reader.procfs.stat(tgid).ok())
-                    .flatten();
-                let comm = stat.as_ref().map(|s| s.comm.as_slice());
+                // capture of this very exec. The directory and stat are
+                // handed on, so neither is read twice.
+                let opened = if self.pending.is_empty() {
+                    None
+                } else {
+                    self.pipeline
+                        .reader
+                        .procfs
+                        .dir(tgid)
+                        .ok()
+                        .and_then(|mut d| {
+                            let st = d.stat(tgid).ok()?;
+                            Some((d, st))
+                        })
+                };
+                let comm = opened.as_ref().map(|(_, s)| s.comm.as_slice());
                 let cap = self.pending.take_for(tgid, comm);
-                Some(self.pipeline.on_exec(tgid, cap, stat))
+                Some(self.pipeline.on_exec(tgid, cap, opened))
             }
             _ => self.pipeline.on_kernel(ev, now_ms),
         };

@@ -18,7 +18,7 @@ use crate::event::{
 };
 use crate::fanotify::ExecCapture;
 use crate::process_table::{Entry, Image, MAX_IMAGE_ARGS_BYTES, ProcKey};
-use crate::procfs::{self, ProcFs, Stat, Status};
+use crate::procfs::{self, PidDir, ProcFs, Stat, Status};
 
 /// Facts about the host, read once at start.
 #[derive(Debug, Clone, Default)]
@@ -87,10 +87,16 @@ impl ProcReader {
         self.read_limited(pid, full, capture, self.max_args_bytes)
     }
 
-    /// [`Self::read`] with `/proc/<pid>/stat` already read by the caller
-    /// (to match a fanotify capture by comm), so it is not read twice.
-    pub fn read_with_stat(&self, pid: u32, stat: Stat, capture: Option<ExecCapture>) -> ProcFacts {
-        self.read_inner(pid, true, capture, self.max_args_bytes, Some(stat))
+    /// [`Self::read`] through `dir`, whose `stat` the caller already read
+    /// (to match a fanotify capture by comm): neither is done twice.
+    pub fn read_with_stat(
+        &self,
+        pid: u32,
+        dir: PidDir,
+        stat: Stat,
+        capture: Option<ExecCapture>,
+    ) -> ProcFacts {
+        self.read_inner(pid, true, capture, self.max_args_bytes, Some((dir, stat)))
     }
 
     /// [`Self::read`] keeping at most `max_args` bytes of cmdline (a `/proc`
@@ -111,13 +117,16 @@ impl ProcReader {
         full: bool,
         capture: Option<ExecCapture>,
         max_args: usize,
-        stat: Option<Stat>,
+        opened: Option<(PidDir, Stat)>,
     ) -> ProcFacts {
         let mut f = ProcFacts {
             pid,
             ..Default::default()
         };
-        let dir = self.procfs.dir(pid);
+        let (dir, stat) = match opened {
+            Some((d, st)) => (Ok(d), Some(st)),
+            None => (self.procfs.dir(pid), None),
+        };
         if let Some(c) = capture {
             f.cmdline = c.argv;
             f.cmdline_truncated = c.truncated;
@@ -127,7 +136,6 @@ impl ProcReader {
             f.captured = true;
         }
         let Ok(mut d) = dir else {
-            f.stat = stat;
             return f;
         };
         // cmdline first: it is what a short-lived process loses first.

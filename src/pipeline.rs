@@ -257,11 +257,11 @@ impl Pipeline {
         &mut self,
         pid: u32,
         capture: Option<ExecCapture>,
-        stat: Option<crate::procfs::Stat>,
+        opened: Option<(crate::procfs::PidDir, crate::procfs::Stat)>,
     ) -> ExecOutcome {
         self.counters.execs += 1;
-        let facts = match stat {
-            Some(st) => self.reader.read_with_stat(pid, st, capture),
+        let facts = match opened {
+            Some((dir, st)) => self.reader.read_with_stat(pid, dir, st, capture),
             None => self.reader.read(pid, true, capture),
         };
         let ppid = facts
