@@ -38,6 +38,20 @@ const WAIT: Duration = Duration::from_secs(20);
 /// The kernel's per-argument limit (MAX_ARG_STRLEN, NUL included).
 const ARG_MAX_STRLEN: usize = 128 * 1024;
 
+/// As root: a temporary directory for the test's files and the sensor,
+/// whose config lives there. `None` (the test is skipped) otherwise.
+fn sensor_in_tempdir() -> Option<(tempfile::TempDir, Sensor)> {
+    if !common::require_root() {
+        return None;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("execsentry-hostile.")
+        .tempdir()
+        .unwrap();
+    let s = sensor(tmp.path());
+    Some((tmp, s))
+}
+
 /// The sensor in fanotify mode (exact argv, even of a process that exits at
 /// once), with an argv cap above this test's 2 MiB so nothing is cut.
 fn sensor(dir: &Path) -> Sensor {
@@ -144,14 +158,9 @@ fn with_big_stack(cmd: &mut Command) -> &mut Command {
 
 #[test]
 fn hostile_argv_name_and_path_stay_exact_in_json_and_inert_in_syslog() {
-    if !common::require_root() {
+    let Some((tmp, s)) = sensor_in_tempdir() else {
         return;
-    }
-    let tmp = tempfile::Builder::new()
-        .prefix("execsentry-hostile.")
-        .tempdir()
-        .unwrap();
-    let s = sensor(tmp.path());
+    };
 
     // A directory whose name has a newline, an executable whose name has
     // ESC, a bidi override, `"`, `]`, `|`, `=` and is longer than comm's
@@ -245,14 +254,9 @@ fn hostile_argv_name_and_path_stay_exact_in_json_and_inert_in_syslog() {
 /// is then the name itself and must come through exactly.
 #[test]
 fn short_hostile_name_is_exact() {
-    if !common::require_root() {
+    let Some((tmp, s)) = sensor_in_tempdir() else {
         return;
-    }
-    let tmp = tempfile::Builder::new()
-        .prefix("execsentry-hostile.")
-        .tempdir()
-        .unwrap();
-    let s = sensor(tmp.path());
+    };
     let name = "a\nb\x1b[7m\u{202e}";
     let exe = hostile_executable(tmp.path(), name.as_bytes());
     let marker = unique_name("short");
@@ -271,14 +275,9 @@ fn short_hostile_name_is_exact() {
 /// how much can be read before the process image is replaced.
 #[test]
 fn two_mib_argv_is_exact_or_marked_truncated() {
-    if !common::require_root() {
+    let Some((_tmp, s)) = sensor_in_tempdir() else {
         return;
-    }
-    let tmp = tempfile::Builder::new()
-        .prefix("execsentry-hostile.")
-        .tempdir()
-        .unwrap();
-    let s = sensor(tmp.path());
+    };
     let marker = unique_name("big");
     let args = two_mib_args(&marker);
     let total: usize = args.iter().map(|a| a.len() + 1).sum();

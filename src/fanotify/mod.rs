@@ -1096,13 +1096,7 @@ fn file_stat(fd: RawFd) -> Option<FileKey> {
     }
     // SAFETY: initialized by the successful fstat.
     let st = unsafe { st.assume_init() };
-    Some(FileKey {
-        dev: st.st_dev,
-        ino: st.st_ino,
-        size: u64::try_from(st.st_size).unwrap_or(0),
-        mtime_sec: st.st_mtime,
-        mtime_nsec: st.st_mtime_nsec,
-    })
+    Some(FileKey::from(&st))
 }
 
 fn dev_of(path: &[u8]) -> Option<(u32, u32)> {

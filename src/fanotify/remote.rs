@@ -119,16 +119,25 @@ pub trait RemoteMem {
     /// before the first short one is complete. Readers that can do it in
     /// one system call override this.
     fn read_ranges(&mut self, ranges: &[(u64, usize)], buf: &mut [u8]) -> io::Result<usize> {
-        let mut done = 0;
-        for &(addr, len) in ranges {
-            let n = self.read(addr, &mut buf[done..done + len])?;
-            done += n;
-            if n < len {
-                break;
-            }
-        }
-        Ok(done)
+        read_each(self, ranges, buf)
     }
+}
+
+/// [`RemoteMem::read_ranges`] with one `read` per range.
+fn read_each<M: RemoteMem + ?Sized>(
+    mem: &mut M,
+    ranges: &[(u64, usize)],
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    let mut done = 0;
+    for &(addr, len) in ranges {
+        let n = mem.read(addr, &mut buf[done..done + len])?;
+        done += n;
+        if n < len {
+            break;
+        }
+    }
+    Ok(done)
 }
 
 /// Arguments read from a remote task.
@@ -397,6 +406,7 @@ impl RemoteMem for ProcessMem {
             return Err(io::ErrorKind::InvalidInput.into());
         };
         let mut done = 0;
+        let mut ranges_done = 0;
         // The kernel takes at most IOV_MAX remote ranges per call.
         for group in ranges.chunks(IOV_MAX) {
             if self.use_mem {
@@ -417,6 +427,7 @@ impl RemoteMem for ProcessMem {
                     if n < want {
                         return Ok(done);
                     }
+                    ranges_done += group.len();
                 }
                 // The first range is unreadable.
                 Err(nix::errno::Errno::EFAULT) => return Ok(done),
@@ -425,23 +436,8 @@ impl RemoteMem for ProcessMem {
                 Err(e) => return Err(e.into()),
             }
         }
-        if done == buf.len() {
-            return Ok(done);
-        }
-        // /proc/<pid>/mem: one read per range.
-        let mut at = 0;
-        for &(addr, len) in ranges {
-            if at < done {
-                at += len;
-                continue;
-            }
-            let n = self.read(addr, &mut buf[at..at + len])?;
-            at += n;
-            if n < len {
-                break;
-            }
-        }
-        Ok(at)
+        // /proc/<pid>/mem from where process_vm_readv stopped being allowed.
+        Ok(done + read_each(self, &ranges[ranges_done..], &mut buf[done..])?)
     }
 }
 
@@ -474,16 +470,9 @@ mod tests {
 
         fn read_ranges(&mut self, ranges: &[(u64, usize)], buf: &mut [u8]) -> io::Result<usize> {
             let calls = self.calls;
-            let mut done = 0;
-            for &(addr, len) in ranges {
-                let n = self.read(addr, &mut buf[done..done + len])?;
-                done += n;
-                if n < len {
-                    break;
-                }
-            }
+            let done = read_each(self, ranges, buf);
             self.calls = calls + 1;
-            Ok(done)
+            done
         }
     }
 

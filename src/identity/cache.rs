@@ -18,6 +18,31 @@ pub struct FileKey {
     pub mtime_nsec: i64,
 }
 
+impl From<&std::fs::Metadata> for FileKey {
+    fn from(m: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileKey {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_sec: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+        }
+    }
+}
+
+impl From<&libc::stat> for FileKey {
+    fn from(st: &libc::stat) -> Self {
+        FileKey {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            mtime_sec: st.st_mtime,
+            mtime_nsec: st.st_mtime_nsec,
+        }
+    }
+}
+
 /// What is known of one file. `None` fields are negative results, cached
 /// too: most executables are not Go binaries, and asking again would cost a
 /// parse per exec.

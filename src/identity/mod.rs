@@ -24,7 +24,7 @@ mod tools;
 
 use std::fmt::Write as _;
 use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -220,13 +220,7 @@ impl Identifier {
         let _ = write!(self.path, "{}/{pid}/exe", proc_root.display());
         // stat follows the magic link to the mapped file itself.
         let key = match nix::sys::stat::stat(self.path.as_str()) {
-            Ok(st) => FileKey {
-                dev: st.st_dev,
-                ino: st.st_ino,
-                size: u64::try_from(st.st_size).unwrap_or(0),
-                mtime_sec: st.st_mtime,
-                mtime_nsec: st.st_mtime_nsec,
-            },
+            Ok(st) => FileKey::from(&st),
             Err(_) => {
                 self.cache.stats.unreadable += u64::from(count_unreadable);
                 return None;
@@ -240,16 +234,7 @@ impl Identifier {
             return None;
         };
         // Key by what was opened: the process may have exec'd again since.
-        let key = match file.metadata() {
-            Ok(m) => FileKey {
-                dev: m.dev(),
-                ino: m.ino(),
-                size: m.size(),
-                mtime_sec: m.mtime(),
-                mtime_nsec: m.mtime_nsec(),
-            },
-            Err(_) => key,
-        };
+        let key = file.metadata().map_or(key, |m| FileKey::from(&m));
         let known = Arc::new(self.identify_file(&file, key.size));
         self.cache.insert(key, Arc::clone(&known));
         Some(known)

@@ -166,19 +166,11 @@ fn identifier_caches_by_file_and_counts() {
 
 #[test]
 fn file_known_at_exec_is_identified_after_the_process_is_gone() {
-    use std::os::unix::fs::MetadataExt;
     let mut idf = Identifier::new(IdentityConfig::default(), shipped_tools());
     let (root, bin) = fake_proc("github.com/docker/cli/cmd/docker");
     let mut ev = Event::default();
     idf.fill(root.path(), 42, None, &mut ev);
-    let m = std::fs::metadata(&bin).unwrap();
-    let key = FileKey {
-        dev: m.dev(),
-        ino: m.ino(),
-        size: m.size(),
-        mtime_sec: m.mtime(),
-        mtime_nsec: m.mtime_nsec(),
-    };
+    let key = FileKey::from(&std::fs::metadata(&bin).unwrap());
     // Pid 43 has no /proc entry: only the key finds the file.
     let mut ev = Event::default();
     idf.fill(root.path(), 43, Some(key), &mut ev);
