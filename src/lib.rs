@@ -9,10 +9,12 @@
 //! mio loop; `cli` and `main` only parse and dispatch.
 
 pub mod bytes;
+pub mod capture;
 pub mod captures;
 pub mod cli;
 pub mod config;
 pub mod container;
+pub mod counters;
 pub mod daemon;
 pub mod enrich;
 pub mod event;
