@@ -109,6 +109,8 @@ registry! {
     FanotifyRunningMisses = "fanotify.running_misses", Loss, Fanotify;
     FanotifyMarks = "fanotify.marks", Gauge, Fanotify;
     FanotifyMarkErrors = "fanotify.mark_errors", Throughput, Fanotify;
+    FanotifyQueueOverflows = "fanotify.queue_overflows", Loss, Fanotify;
+    FanotifyMalformed = "fanotify.malformed", Loss, Fanotify;
     // Outputs.
     SyslogSent = "syslog.sent", Throughput, Syslog;
     SyslogDropped = "syslog.dropped", Loss, Syslog;
@@ -146,7 +148,7 @@ impl Counter {
 
 /// Values of the registry's counters. A counter that no active part of the
 /// sensor reported is absent (the fanotify counters in proc mode), not 0.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Counters {
     values: [u64; N],
     present: [bool; N],
@@ -158,6 +160,14 @@ impl Default for Counters {
             values: [0; N],
             present: [false; N],
         }
+    }
+}
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.iter().map(|(c, v)| (c.name(), v)))
+            .finish()
     }
 }
 
@@ -208,7 +218,9 @@ impl Counters {
 
     /// By stable name, for `status` JSON.
     pub fn to_map(&self) -> std::collections::BTreeMap<String, u64> {
-        self.iter().map(|(c, v)| (c.name().to_string(), v)).collect()
+        self.iter()
+            .map(|(c, v)| (c.name().to_string(), v))
+            .collect()
     }
 }
 
@@ -231,7 +243,10 @@ mod tests {
     #[test]
     fn a_cache_miss_is_not_a_loss() {
         assert!(!Counter::IdentityMisses.is_loss());
-        assert!(Counter::MetadataMisses.is_loss(), "a container without its name");
+        assert!(
+            Counter::MetadataMisses.is_loss(),
+            "a container without its name"
+        );
         assert!(Counter::LostEvents.is_loss());
         let mut c = Counters::default();
         c.add(Counter::IdentityMisses, 5);

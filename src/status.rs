@@ -109,29 +109,10 @@ impl Status {
     }
 }
 
-/// Counter names that count a loss or a degraded event.
+/// Whether a counter of a status report counts a loss or a degraded event
+/// (the registry says; a name it does not know, from a newer sensor, is not).
 pub fn is_loss(name: &str) -> bool {
-    [
-        "overruns",
-        "lost_events",
-        "decode_errors",
-        "partial_events",
-        "args_truncated",
-        "table_evictions",
-        "dropped",
-        "errors",
-        "slow_readers",
-        "refused_readers",
-        "expired",
-        "mismatched",
-        "watchdog_answers",
-        "argv_read_errors",
-        "running_misses",
-        "misses",
-        "oversize",
-    ]
-    .iter()
-    .any(|l| name == *l || name.ends_with(&format!(".{l}")))
+    crate::counters::Counter::from_name(name).is_some_and(|c| c.is_loss())
 }
 
 /// The daemon's end: a root-only listening socket.

@@ -8,6 +8,8 @@
 //! Nothing here blocks except [`Outputs::flush`] (bounded by its deadline),
 //! and every message that cannot be delivered is counted.
 
+use crate::counters::Counters;
+
 pub mod format;
 mod local;
 mod queue;
@@ -170,15 +172,15 @@ impl Outputs {
         if let Some(s) = &mut self.stdout {
             s.drain();
         }
-        let drops = self.total_drops();
+        let drops = self.counters().losses();
         if drops != self.reported_drops {
             let due = self.last_report.is_none_or(|t| now >= t + REPORT_EVERY);
             if due {
-                let moved: Vec<String> = self
-                    .counters()
-                    .into_iter()
-                    .filter(|(k, v)| *v > 0 && is_drop_counter(k))
-                    .map(|(k, v)| format!("{k}={v}"))
+                let counters = self.counters();
+                let moved: Vec<String> = counters
+                    .iter()
+                    .filter(|(c, v)| *v > 0 && c.is_loss())
+                    .map(|(c, v)| format!("{}={v}", c.name()))
                     .collect();
                 log::warn!("outputs lost messages: {}", moved.join(" "));
                 self.reported_drops = drops;
@@ -214,8 +216,8 @@ impl Outputs {
     }
 
     /// Counters for `status` and the self-log line, as `sink.name` pairs.
-    pub fn counters(&self) -> Vec<(&'static str, u64)> {
-        let mut out = Vec::new();
+    pub fn counters(&self) -> Counters {
+        let mut out = Counters::default();
         if let Some(s) = &self.syslog {
             s.counters(&mut out);
         }
@@ -236,21 +238,6 @@ impl Outputs {
     pub fn stdout_broken(&self) -> bool {
         self.stdout.as_ref().is_some_and(StdoutSink::broken)
     }
-
-    fn total_drops(&self) -> u64 {
-        self.counters()
-            .iter()
-            .filter(|(k, _)| is_drop_counter(k))
-            .map(|(_, v)| v)
-            .sum()
-    }
-}
-
-fn is_drop_counter(name: &str) -> bool {
-    name.ends_with(".dropped")
-        || name.ends_with(".errors")
-        || name.ends_with(".slow_readers")
-        || name.ends_with(".refused_readers")
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
