@@ -53,6 +53,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 cli_rules: (!rules.is_empty()).then_some(rules),
                 cli_stdout: output.is_some(),
                 cli_events: events,
+                cli_capture: capture.map(|c| c.as_str().to_string()),
                 control,
             })?;
             Ok(ExitCode::SUCCESS)

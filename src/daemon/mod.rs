@@ -187,8 +187,13 @@ impl Loop {
     }
 
     fn on_reload(&mut self) {
-        self.reload
-            .apply(&mut self.pipeline, &mut self.outputs, &mut self.files);
+        let registry = self.poll.registry();
+        if let Some(applied) = self
+            .reload
+            .apply(&mut self.pipeline, &mut self.outputs, registry)
+        {
+            self.stats.every = applied.stats_every;
+        }
     }
 
     fn housekeeping(&mut self) {
@@ -200,8 +205,9 @@ impl Loop {
             self.pipeline.resync(now_ms);
         }
         self.notifier.tick(Instant::now());
+        self.reload.poll(&mut self.outputs, self.poll.registry());
         self.log_stats(false);
-        if let Some(finding) = self.files.due(&self.reload.rule_paths) {
+        if let Some(finding) = self.files.due(self.reload.rule_paths()) {
             self.pipeline
                 .tamper(Tamper::Files, 0, &finding, &mut self.emitted);
             self.emit();

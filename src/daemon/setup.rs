@@ -47,6 +47,9 @@ pub struct RunOptions {
     pub cli_rules: Option<Vec<PathBuf>>,
     pub cli_stdout: bool,
     pub cli_events: bool,
+    /// `run --capture`, already applied to `config`; kept so a reload
+    /// applies it over the re-read file too.
+    pub cli_capture: Option<String>,
     /// Where `execsentry status` asks.
     pub control: PathBuf,
 }
@@ -91,22 +94,47 @@ pub fn check_enforcement(rules: &RuleSet, enforce: bool) -> Result<()> {
     Ok(())
 }
 
-fn apply_overrides(opts: &RunOptions) -> Config {
-    let mut cfg = opts.config.clone();
-    if let Some(r) = &opts.cli_rules {
-        cfg.sensor.rules = r.clone();
+/// What the command line says over the config file, at start and on every
+/// reload.
+#[derive(Debug, Clone, Default)]
+pub struct CliOverrides {
+    pub rules: Option<Vec<PathBuf>>,
+    pub stdout: bool,
+    pub events: bool,
+    pub capture: Option<String>,
+}
+
+impl CliOverrides {
+    pub fn apply(&self, file: &Config) -> Config {
+        let mut cfg = file.clone();
+        if let Some(r) = &self.rules {
+            cfg.sensor.rules = r.clone();
+        }
+        if self.stdout {
+            cfg.stdout_only();
+        }
+        if self.events {
+            cfg.sensor.emit_events = true;
+        }
+        if let Some(c) = &self.capture {
+            cfg.sensor.capture = c.clone();
+        }
+        cfg
     }
-    if opts.cli_stdout {
-        cfg.stdout_only();
-    }
-    if opts.cli_events {
-        cfg.sensor.emit_events = true;
-    }
-    cfg
+}
+
+fn apply_overrides(opts: &RunOptions) -> (Config, CliOverrides) {
+    let cli = CliOverrides {
+        rules: opts.cli_rules.clone(),
+        stdout: opts.cli_stdout,
+        events: opts.cli_events,
+        capture: opts.cli_capture.clone(),
+    };
+    (cli.apply(&opts.config), cli)
 }
 
 pub fn run(opts: RunOptions) -> Result<()> {
-    let cfg = apply_overrides(&opts);
+    let (cfg, cli) = apply_overrides(&opts);
     let rules = load_rules(&cfg.sensor.rules)?;
     check_enforcement(&rules, cfg.sensor.enforce)?;
     log::info!("loaded {} rules", rules.len());
@@ -154,11 +182,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
         last_resync: Instant::now()
             .checked_sub(super::RESYNC_EVERY)
             .unwrap_or_else(Instant::now),
-        reload: super::reload::Reload {
-            cli_rules: opts.cli_rules.clone(),
-            rule_paths: cfg.sensor.rules.clone(),
-            enforce: cfg.sensor.enforce,
-        },
+        reload: super::reload::Reload::new(opts.config_path.clone(), cli, cfg.clone()),
         control: super::control::Control {
             server: None,
             started_at: enrich::rfc3339_nanos(crate::pipeline::now_nanos()),

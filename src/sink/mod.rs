@@ -13,6 +13,7 @@ use crate::counters::Counters;
 pub mod format;
 mod local;
 mod queue;
+mod reconfigure;
 pub mod socket;
 mod syslog;
 pub mod tail;
@@ -65,6 +66,8 @@ pub struct Outputs {
     stdout: Option<StdoutSink>,
     last_report: Option<Instant>,
     reported_drops: u64,
+    /// Counters of sinks replaced by a reload (see `reconfigure`).
+    retired: Counters,
 }
 
 impl Outputs {
@@ -90,6 +93,7 @@ impl Outputs {
             stdout,
             last_report: None,
             reported_drops: 0,
+            retired: Counters::default(),
         })
     }
 
@@ -217,19 +221,21 @@ impl Outputs {
 
     /// Counters for `status` and the self-log line, as `sink.name` pairs.
     pub fn counters(&self) -> Counters {
-        let mut out = Counters::default();
+        let mut live = Counters::default();
         if let Some(s) = &self.syslog {
-            s.counters(&mut out);
+            s.counters(&mut live);
         }
         if let Some(s) = &self.socket {
-            s.counters(&mut out);
+            s.counters(&mut live);
         }
         if let Some(f) = &self.file {
-            f.counters(&mut out);
+            f.counters(&mut live);
         }
         if let Some(s) = &self.stdout {
-            s.counters(&mut out);
+            s.counters(&mut live);
         }
+        let mut out = self.retired.clone();
+        out.merge(&live);
         out
     }
 
