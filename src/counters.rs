@@ -38,10 +38,10 @@ pub enum Owner {
 }
 
 macro_rules! registry {
-    ($( $id:ident = $name:literal, $kind:ident, $owner:ident; )*) => {
+    ($( $(#[$doc:meta])* $id:ident = $name:literal, $kind:ident, $owner:ident; )*) => {
         /// One counter of the registry.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum Counter { $($id),* }
+        pub enum Counter { $($(#[$doc])* $id),* }
 
         impl Counter {
             /// Every counter, in declaration order.
@@ -77,6 +77,9 @@ registry! {
     ArgsTruncated = "args_truncated", Loss, Pipeline;
     Rescans = "rescans", Throughput, Pipeline;
     BlockedExecs = "blocked_execs", Throughput, Pipeline;
+    /// Direct execs of a dynamic loader while a capture source runs: their
+    /// argv is read from `/proc` after the fact.
+    LoaderExecs = "loader_execs", Loss, Pipeline;
     TamperAlerts = "tamper_alerts", Throughput, Daemon;
     // The process table.
     TableLive = "table_live", Gauge, Table;
@@ -110,6 +113,8 @@ registry! {
     FanotifyMarks = "fanotify.marks", Gauge, Fanotify;
     FanotifyMarkErrors = "fanotify.mark_errors", Throughput, Fanotify;
     FanotifyQueueOverflows = "fanotify.queue_overflows", Loss, Fanotify;
+    FanotifyLoaderMarks = "fanotify.loader_marks", Gauge, Fanotify;
+    FanotifyExtraOpens = "fanotify.extra_opens", Throughput, Fanotify;
     FanotifyMalformed = "fanotify.malformed", Loss, Fanotify;
     // Outputs.
     SyslogSent = "syslog.sent", Throughput, Syslog;

@@ -323,6 +323,7 @@ impl Pipeline {
         };
         let comm = opened.as_ref().map(|(_, s)| s.comm.as_slice());
         let capture = self.join.take_for(pid, comm);
+        let uncaptured = capture.is_none() && self.source.is_some();
         let facts = match opened {
             Some((dir, st)) => self.reader.read_with_stat(pid, dir, st, capture),
             None => self.reader.read(pid, true, capture),
@@ -346,6 +347,11 @@ impl Pipeline {
         }
         if event.execsentry.args_truncated {
             self.counters.inc(Counter::ArgsTruncated);
+        }
+        if uncaptured && crate::fanotify::looks_like_loader(event.process.executable.as_bytes()) {
+            // `ld.so /path/prog`: the loader's exec events are ignored (one
+            // wait per exec instead of two), so its argv is `/proc`'s.
+            self.counters.inc(Counter::LoaderExecs);
         }
         if facts.stat.is_some() {
             let key = ProcKey {

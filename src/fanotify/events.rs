@@ -302,6 +302,11 @@ impl FanotifyCapture {
             // SAFETY: the event fd is open until the close below.
             let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
             c.interpreter = shebang(bfd);
+            if c.interpreter.is_some()
+                && let Some(k) = self.recent.get_mut(&c.pid)
+            {
+                k.script = true;
+            }
             out.push(c);
         }
         // SAFETY: the fd was installed for us by the read and the watchdog

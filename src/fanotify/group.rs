@@ -77,6 +77,7 @@ impl FanotifyCapture {
             marked: BTreeSet::new(),
             marked_containers: HashSet::new(),
             recent: HashMap::new(),
+            loaders: HashSet::new(),
             buf: vec![0u64; SLOTS * METADATA_LEN / 8],
             batch: Vec::with_capacity(SLOTS),
             deferred: Vec::with_capacity(DEFER_MAX),

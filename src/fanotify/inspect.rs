@@ -19,6 +19,9 @@ const YIELD_BEFORE_DEFER: bool = true;
 const MAX_THREADS_SCANNED: usize = 64;
 /// Recent execs remembered for the per-execve dedup.
 pub(super) const RECENT_MAX: usize = 4096;
+/// Dynamic loaders whose exec events are ignored at most: each ignore mark
+/// pins its inode.
+const LOADER_MARKS_MAX: usize = 64;
 /// Bytes of a script's first line read for its interpreter.
 const SHEBANG_MAX: usize = 256;
 
@@ -31,6 +34,11 @@ pub(super) struct ExecKey {
     filename: u64,
     argv: u64,
     file: (u64, u64),
+    /// The first file was a `#!` script: its first extra open is the
+    /// interpreter, the second that interpreter's loader.
+    pub(super) script: bool,
+    /// Extra opens seen for this execve so far.
+    extras: u8,
 }
 
 /// What inspecting an event found.
@@ -47,6 +55,47 @@ impl FanotifyCapture {
     /// or an event from a task outside our pid namespace. `Running` (only
     /// if `may_defer`) when the task has not parked yet; without
     /// `may_defer` such a task is reported without argv and counted.
+    /// Every dynamically linked exec opens its loader with `open_exec`
+    /// too, and so waits for a second answer that tells nothing new. An
+    /// ignore mark on the loader's inode spares that wait. Not under
+    /// enforcement: a direct `ld.so /denied/prog` must still be refused.
+    /// Only files named like a loader: any other `PT_INTERP` keeps its
+    /// events. A direct exec of an ignored loader is then seen by the proc
+    /// connector alone, and flagged there.
+    fn ignore_loader(&mut self, fd: RawFd) {
+        if self.opts.enforce || self.loaders.len() >= LOADER_MARKS_MAX {
+            return;
+        }
+        let Some(key) = file_stat(fd).map(|k| (k.dev, k.ino)) else {
+            return;
+        };
+        if self.loaders.contains(&key) || !looks_like_loader(&fd_path(fd)) {
+            return;
+        }
+        // SAFETY: our group fd and the event's fd; a NULL path marks the
+        // fd's own inode.
+        let r = unsafe {
+            libc::fanotify_mark(
+                self.group.as_raw_fd(),
+                libc::FAN_MARK_ADD
+                    | libc::FAN_MARK_IGNORED_MASK
+                    | libc::FAN_MARK_IGNORED_SURV_MODIFY,
+                libc::FAN_OPEN_EXEC_PERM,
+                fd,
+                std::ptr::null(),
+            )
+        };
+        if r == 0 {
+            self.loaders.insert(key);
+        } else {
+            self.stats.mark_errors += 1;
+            log::debug!(
+                "ignore mark on the loader: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+
     pub(super) fn inspect(&mut self, ev: &RawEvent, may_defer: bool) -> Inspected {
         let Ok(pid) = u32::try_from(ev.pid) else {
             self.stats.argv_read_errors += 1;
@@ -100,8 +149,10 @@ impl FanotifyCapture {
                 filename: call.filename,
                 argv: call.argv,
                 file,
+                script: false,
+                extras: 0,
             };
-            if let Some(prev) = self.recent.get(&pid) {
+            if let Some(prev) = self.recent.get_mut(&pid) {
                 // Same execve (same pointers), another file: the loader or
                 // interpreter. The same file again is a new execve.
                 if prev.nr == key.nr
@@ -110,6 +161,11 @@ impl FanotifyCapture {
                     && prev.file != key.file
                 {
                     self.stats.extra_opens += 1;
+                    let loader_turn = prev.extras == u8::from(prev.script);
+                    prev.extras = prev.extras.saturating_add(1);
+                    if loader_turn {
+                        self.ignore_loader(ev.fd);
+                    }
                     return None;
                 }
             }
@@ -251,6 +307,14 @@ pub(super) fn shebang(fd: BorrowedFd<'_>) -> Option<Vec<u8>> {
     parse_shebang(&head[..n])
 }
 
+/// Whether a path names a dynamic loader (`ld-linux-x86-64.so.2`,
+/// `ld-musl-x86_64.so.1`, `ld64.so.2`, `ld.so`). PURE.
+pub fn looks_like_loader(path: &[u8]) -> bool {
+    let base = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+    let so = base.windows(3).any(|w| w == b".so");
+    so && (base.starts_with(b"ld-") || base.starts_with(b"ld64.") || base.starts_with(b"ld.so"))
+}
+
 /// `#!  /bin/sh -e\n` → `/bin/sh`. PURE.
 pub fn parse_shebang(head: &[u8]) -> Option<Vec<u8>> {
     let rest = head.strip_prefix(b"#!")?;
@@ -264,6 +328,30 @@ pub fn parse_shebang(head: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loaders_are_told_by_name() {
+        for l in [
+            &b"/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"[..],
+            b"/var/lib/docker/overlay2/x/merged/lib/ld-musl-x86_64.so.1",
+            b"/lib64/ld64.so.2",
+            b"/lib/ld.so.1",
+        ] {
+            assert!(looks_like_loader(l), "{}", String::from_utf8_lossy(l));
+        }
+        for other in [
+            &b"/bin/sh"[..],
+            b"/tmp/ld-fake",
+            b"/usr/lib/libld-x.so",
+            b"/bin/ldd",
+        ] {
+            assert!(
+                !looks_like_loader(other),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
 
     #[test]
     fn shebang_lines() {

@@ -42,7 +42,7 @@ pub use crate::capture::{Capture as ExecCapture, Verdict};
 use crate::counters::{Counter, Counters};
 use crate::event::Event;
 pub use events::{RawEvent, parse_events};
-pub use inspect::parse_shebang;
+pub use inspect::{looks_like_loader, parse_shebang};
 use watchdog::Watchdog;
 
 /// Limits and policy of a capture.
@@ -131,6 +131,8 @@ pub struct FanotifyCapture {
     marked: BTreeSet<(u32, u32)>,
     marked_containers: HashSet<String>,
     recent: HashMap<u32, inspect::ExecKey>,
+    /// Loader inodes (dev, ino) with an ignore mark.
+    loaders: HashSet<(u64, u64)>,
     buf: Vec<u64>,
     batch: Vec<events::InFlight>,
     deferred: Vec<events::Deferred>,
@@ -288,6 +290,8 @@ impl CaptureSource for FanotifyCapture {
             (Counter::FanotifyRunningMisses, f.syscall_running_misses),
             (Counter::FanotifyMarks, f.marks),
             (Counter::FanotifyMarkErrors, f.mark_errors),
+            (Counter::FanotifyLoaderMarks, self.loaders.len() as u64),
+            (Counter::FanotifyExtraOpens, f.extra_opens),
             (Counter::FanotifyQueueOverflows, f.queue_overflows),
             (Counter::FanotifyMalformed, f.malformed),
         ] {
