@@ -20,6 +20,7 @@ use crate::metadata::{self, Metadata};
 use crate::netlink::wire::KernelEvent;
 use crate::process_table::{ProcKey, ProcessTable};
 use crate::rules::{Match, RuleSet};
+use crate::stages::{self, Stage};
 use crate::tamper::{self, Tamper};
 
 /// How long a capture waits for its proc-connector exec event before it is
@@ -242,6 +243,7 @@ impl Pipeline {
             self.on_capture(cap, now_ms, out);
         }
         self.captured = captured;
+        stages::lap(Stage::Capture);
         // Decisions the watchdog overtook (it allowed the exec first).
         self.denied.clear();
     }
@@ -281,10 +283,12 @@ impl Pipeline {
                     self.table.set_start(parent_tgid, st.start_ticks);
                 }
                 self.table.fork(parent_tgid, child_tgid);
+                stages::lap(Stage::Proc);
             }
             KernelEvent::Exit { pid, tgid, .. } if pid == tgid => {
                 self.counters.inc(Counter::Exits);
                 self.table.exit(tgid, now_ms);
+                stages::lap(Stage::Proc);
             }
             // After exec the kernel reports the thread-group leader's pid,
             // even when another thread called execve.
@@ -336,12 +340,15 @@ impl Pipeline {
             .unwrap_or(0);
         let parent = self.parent_of(pid, ppid);
         let mut event = self.shape(&facts, parent, ppid);
+        stages::lap(Stage::Proc);
         self.identity
             .fill(self.reader.procfs.root(), pid, facts.exe_file, &mut event);
+        stages::lap(Stage::Identity);
         let table = &self.table;
         if let Some(meta) = self.metadata.lookup(&event, &|p| table.live(p).is_some()) {
             metadata::apply(&meta, &mut event);
         }
+        stages::lap(Stage::Metadata);
         if !event.execsentry.args_complete {
             self.counters.inc(Counter::PartialEvents);
         }
@@ -367,6 +374,7 @@ impl Pipeline {
         let alerts = self.evaluate(&event);
         out.push(event);
         out.extend(alerts);
+        stages::lap(Stage::Rules);
     }
 
     /// A refused exec's alert, from what the decider saw while it waited.

@@ -38,6 +38,10 @@ pub struct Status {
     pub answer_latency_us: Option<[f64; 2]>,
     /// Every counter: pipeline, process table, capture, per-sink.
     pub counters: BTreeMap<String, u64>,
+    /// Loop thread CPU per stage of the exec path, in ns since start, with
+    /// `EXECSENTRY_PROFILE_STAGES=1` (for `make bench`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stages_ns: BTreeMap<String, u64>,
 }
 
 /// What the kernel offered at start, and what was chosen.

@@ -50,6 +50,10 @@ impl Loop {
                 .and_then(|s| s.answer_latency_us())
                 .map(|(p50, p99)| [p50, p99]),
             counters: counters.to_map(),
+            stages_ns: crate::stages::totals()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
         }
     }
 }

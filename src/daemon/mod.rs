@@ -91,6 +91,7 @@ impl Loop {
             if let Some(d) = self.outputs.tick(self.poll.registry(), now) {
                 deadline = deadline.min(d);
             }
+            crate::stages::lap(crate::stages::Stage::Output);
             let paced = self.pacing.mode() == Mode::Paced;
             if paced {
                 deadline = deadline.min(now + PACED_POLL);

@@ -134,6 +134,7 @@ fn apply_overrides(opts: &RunOptions) -> (Config, CliOverrides) {
 }
 
 pub fn run(opts: RunOptions) -> Result<()> {
+    crate::stages::enable_from_env();
     let (cfg, cli) = apply_overrides(&opts);
     let rules = load_rules(&cfg.sensor.rules)?;
     check_enforcement(&rules, cfg.sensor.enforce)?;

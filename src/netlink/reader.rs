@@ -62,6 +62,7 @@ impl KernelReader {
                 }
             };
             d.datagrams += 1;
+            crate::stages::lap(crate::stages::Stage::KernelRead);
             for item in wire::decode_records(&self.buf[..n]) {
                 match item {
                     Ok(rec) => {

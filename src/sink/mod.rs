@@ -9,6 +9,7 @@
 //! and every message that cannot be delivered is counted.
 
 use crate::counters::Counters;
+use crate::stages::{self, Stage};
 
 pub mod format;
 mod local;
@@ -154,6 +155,7 @@ impl Outputs {
         if let Some(s) = &mut self.syslog {
             s.push(ev);
         }
+        stages::lap(Stage::Format);
         if let Some(s) = &mut self.socket {
             s.send(line.as_bytes());
         }
@@ -163,6 +165,7 @@ impl Outputs {
         if let Some(s) = &mut self.stdout {
             s.write(line.as_bytes());
         }
+        stages::lap(Stage::Output);
     }
 
     /// Reconnects, retries writes, and logs a line when a drop counter
