@@ -653,8 +653,10 @@ def case_stages(mode, args, baseline, stages):
         if not before or not after or not after.get("stages_ns"):
             stages[mode] = {"skipped": "no stage figures in status"}
             return
-        per = {k: (after["stages_ns"][k] - before["stages_ns"].get(k, 0)) / 1000.0 / storm["execs"]
-               for k in after["stages_ns"]}
+        order = ("kernel_read", "capture", "proc", "identity", "metadata", "rules", "format", "output")
+        got = after["stages_ns"]
+        per = {k: (got[k] - before["stages_ns"].get(k, 0)) / 1000.0 / storm["execs"]
+               for k in sorted(got, key=lambda k: order.index(k) if k in order else len(order))}
         stages[mode] = {"per_exec_us": per, "sum_us": sum(per.values()), "cpu_us_per_exec": cpu_us}
     finally:
         mon.stop()
