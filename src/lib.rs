@@ -27,6 +27,7 @@ pub mod pipeline;
 pub mod privilege;
 pub mod process_table;
 pub mod procfs;
+pub mod rule_paths;
 pub mod rules;
 pub mod seqgap;
 pub mod sink;
