@@ -260,13 +260,7 @@ impl FanotifyCapture {
     /// `fanotify_init` + a mark on every exec-capable filesystem in
     /// `/proc/self/mountinfo`, and starts the watchdog.
     pub fn open(opts: CaptureOptions) -> Result<Self, FanotifyError> {
-        let mut c = Self::open_group(opts)?;
-        let wd = Watchdog::start(c.group.as_raw_fd()).map_err(|source| FanotifyError::Io {
-            op: "starting the watchdog thread",
-            source,
-        })?;
-        c.watchdog = Some(wd);
-        Ok(c)
+        Self::open_group(opts, true)
     }
 
     /// Like [`open`](Self::open) without the watchdog. For tests that must
@@ -274,10 +268,12 @@ impl FanotifyCapture {
     /// daemon.
     #[doc(hidden)]
     pub fn open_unguarded(opts: CaptureOptions) -> Result<Self, FanotifyError> {
-        Self::open_group(opts)
+        Self::open_group(opts, false)
     }
 
-    fn open_group(opts: CaptureOptions) -> Result<Self, FanotifyError> {
+    /// `guarded`: start the watchdog process, before the first mark (it is
+    /// forked, and a fork must not happen once execs can wait on us).
+    fn open_group(opts: CaptureOptions, guarded: bool) -> Result<Self, FanotifyError> {
         let flags = libc::FAN_CLASS_CONTENT | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK;
         let ev_flags = libc::O_RDONLY | libc::O_LARGEFILE | libc::O_CLOEXEC;
         // SAFETY: plain system call; the result is checked.
@@ -335,6 +331,13 @@ impl FanotifyCapture {
             latencies_ns: Vec::new(),
             latency_next: 0,
         };
+        if guarded {
+            let wd = Watchdog::start(c.group.as_raw_fd()).map_err(|source| FanotifyError::Io {
+                op: "starting the watchdog process",
+                source,
+            })?;
+            c.watchdog = Some(wd);
+        }
         let text = read_mountinfo("/proc/self/mountinfo").map_err(|source| FanotifyError::Io {
             op: "read /proc/self/mountinfo",
             source,
