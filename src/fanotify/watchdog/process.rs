@@ -46,34 +46,43 @@ impl DeathFd {
     }
 }
 
-/// The parent's soft limit on open files, lowered to `cap` first when it
-/// is higher. The parent's event fds are all below it; the child fills
-/// its own table up to it (see [`isolate_fds`]).
+/// Descriptor numbers the child keeps free above the parent's range: one
+/// read's worth of event fds, with margin.
+const CHILD_ROOM: u64 = 4 * super::SLOTS as u64;
+
+/// The parent's soft limit on open files, lowered (which needs no
+/// privilege) to at most `cap`, and to leave [`CHILD_ROOM`] below the hard
+/// limit. The parent's event fds are all below it; the child takes every
+/// number below it and reads events above (see [`isolate_fds`]).
 pub(super) fn fd_limit(cap: u64) -> u64 {
     let mut rl = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: getrlimit/setrlimit on a local struct.
+    // SAFETY: getrlimit/setrlimit on local structs.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
-            return 1024;
+            return 0;
         }
-        if rl.rlim_cur > cap {
+        let want = rl
+            .rlim_cur
+            .min(cap)
+            .min(rl.rlim_max.saturating_sub(CHILD_ROOM));
+        if want < rl.rlim_cur {
             let lower = libc::rlimit {
-                rlim_cur: cap,
+                rlim_cur: want,
                 rlim_max: rl.rlim_max,
             };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lower) == 0 {
-                log::info!(
-                    "open-file limit lowered from {} to {cap} (the fanotify watchdog mirrors it)",
-                    rl.rlim_cur
-                );
-                return cap;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lower) != 0 {
+                return 0;
             }
+            log::info!(
+                "open-file limit lowered from {} to {want}: the fanotify watchdog reads events above it",
+                rl.rlim_cur
+            );
         }
+        want
     }
-    rl.rlim_cur
 }
 
 /// The child's descriptor table: `keep` stays, every other number below
@@ -87,26 +96,31 @@ pub(super) fn fd_limit(cap: u64) -> u64 {
 /// the group fd over the inherited ones also drops the child's share of
 /// every other descriptor (sockets, pipes) at once.
 ///
-/// Returns whether the child has room above `limit` to read events into.
-/// Without it a read would fail to install the fd, and the kernel denies a
-/// permission event it cannot hand out: the child then must not read.
+/// Returns whether the child has room above `limit` to read events into
+/// (`limit` 0: the parent's limit could not be set). Without it a read
+/// would fail to install the fd, and the kernel denies a permission event
+/// it cannot hand out: the child then must not read.
 pub(super) fn isolate_fds(group_fd: RawFd, death_fd: RawFd, limit: u64) -> bool {
-    let limit = limit.min(i32::MAX as u64 - 1024) as RawFd;
-    let want = limit as u64 + 4 * super::SLOTS as u64;
+    if limit == 0 || limit > i32::MAX as u64 / 2 {
+        return false;
+    }
     // SAFETY: raw descriptor calls on numbers of our own table.
     unsafe {
         let mut rl = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        let mut room = false;
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 {
-            let raised = libc::rlimit {
-                rlim_cur: want.max(rl.rlim_cur),
-                rlim_max: want.max(rl.rlim_max),
-            };
-            room = libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 || rl.rlim_cur >= want;
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return false;
         }
+        // Within the hard limit (fd_limit left the room): no privilege.
+        let raised = libc::rlimit {
+            rlim_cur: (limit + CHILD_ROOM).min(rl.rlim_max),
+            rlim_max: rl.rlim_max,
+        };
+        let room = libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0
+            && raised.rlim_cur >= limit + CHILD_ROOM;
+        let limit = limit as RawFd;
         for fd in 0..limit {
             if fd != group_fd && fd != death_fd {
                 libc::dup2(group_fd, fd);
