@@ -16,6 +16,7 @@
 
 mod docker;
 pub mod events;
+pub mod faults;
 pub mod rsyslog;
 mod runc;
 mod sensor;
