@@ -20,3 +20,18 @@ fn every_rerun_if_changed_path_exists() {
         assert!(path.exists(), "build.rs watches {p}, which does not exist");
     }
 }
+
+/// A panic in a release build aborts the whole process (see Cargo.toml):
+/// no thread of a half-dead sensor keeps the fanotify group open.
+#[test]
+fn release_builds_abort_on_panic() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    let manifest: toml::Table = text.parse().unwrap();
+    let panic = manifest
+        .get("profile")
+        .and_then(|p| p.get("release"))
+        .and_then(|r| r.get("panic"))
+        .and_then(|v| v.as_str());
+    assert_eq!(panic, Some("abort"));
+}

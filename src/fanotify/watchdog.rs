@@ -60,7 +60,7 @@
 mod process;
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// An event read but unanswered for this long is allowed by the watchdog.
@@ -126,6 +126,39 @@ struct Shared {
     takeover_answers: AtomicU64,
     /// Answers given while the loop was silent for [`SILENT_LOOP`].
     silent_answers: AtomicU64,
+    /// The sensor is panicking: answer everything now, read everything
+    /// queued, without waiting for deadlines (see [`hand_off`]).
+    handoff: AtomicBool,
+}
+
+/// The running watchdog's shared page, for the panic hook.
+static ACTIVE: AtomicPtr<Shared> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Called first thing in a panic, before the default hook prints (and may
+/// symbolise a backtrace for hundreds of milliseconds) and the process
+/// aborts or unwinds: until the group fd is closed every exec would wait,
+/// so the watchdog process answers everything from here on.
+fn hand_off() {
+    let p = ACTIVE.load(Ordering::SeqCst);
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: ACTIVE is cleared before the page is unmapped.
+    let s = unsafe { &*p };
+    s.handoff.store(true, Ordering::SeqCst);
+    s.sleeping.store(0, Ordering::SeqCst);
+    process::futex_wake(&s.sleeping);
+}
+
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            hand_off();
+            previous(info);
+        }));
+    });
 }
 
 /// The loop's handle: publish, claim, release; stops the process on drop.
@@ -228,6 +261,7 @@ impl Watchdog {
                 answers: AtomicU64::new(0),
                 takeover_answers: AtomicU64::new(0),
                 silent_answers: AtomicU64::new(0),
+                handoff: AtomicBool::new(false),
             })
         };
         // SAFETY: see `child_main`: the child runs only async-signal-safe
@@ -248,6 +282,8 @@ impl Watchdog {
         // child's signal); the pidfd or read end is the child's.
         // SAFETY: our descriptor, closed once.
         unsafe { libc::close(death.child_end) };
+        install_panic_hook();
+        ACTIVE.store(shared, Ordering::SeqCst);
         Ok(Watchdog {
             shared,
             child: pid,
@@ -293,19 +329,22 @@ impl Watchdog {
     }
 
     /// A watchdog process that died leaves the host one stall away from
-    /// every exec waiting: stop the sensor (and with it the group, so the
-    /// kernel allows what is pending) rather than run without it.
+    /// every exec waiting: end the sensor (exit code 1; systemd restarts
+    /// it) rather than run without it. At once, not by a panic: with no
+    /// watchdog, every exec waits until the group fd is closed, and exiting
+    /// closes it now.
     fn check_child(&self) {
         let mut status = 0;
         // SAFETY: our own child; WNOHANG never blocks.
         let r = unsafe { libc::waitpid(self.child, &mut status, libc::WNOHANG) };
         if r == self.child {
-            panic!(
+            log::error!(
                 "the fanotify watchdog process (pid {}) is gone ({}): without it a stalled \
-                 sensor would block every exec on the host",
+                 sensor would block every exec on the host; exiting",
                 self.child,
                 describe_status(status)
             );
+            std::process::exit(1);
         }
     }
 
@@ -392,6 +431,12 @@ fn describe_status(status: i32) -> String {
 
 impl Drop for Watchdog {
     fn drop(&mut self) {
+        let _ = ACTIVE.compare_exchange(
+            self.shared,
+            std::ptr::null_mut(),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
         let s = self.shared();
         s.stop.store(true, Ordering::SeqCst);
         s.sleeping.store(0, Ordering::SeqCst);
@@ -423,7 +468,11 @@ impl Shared {
     /// how many it answered.
     fn answer_overdue(&self) -> (Option<u64>, u64) {
         let now = self.now_ns();
-        let after = ns(ANSWER_AFTER);
+        let after = if self.handoff.load(Ordering::SeqCst) {
+            0
+        } else {
+            ns(ANSWER_AFTER)
+        };
         let mut next: Option<u64> = None;
         let mut answered = 0;
         for slot in &self.slots {
@@ -574,6 +623,15 @@ fn run(s: &Shared) {
         let now = s.now_ns();
         if drains != drains_seen.0 {
             drains_seen = (drains, now);
+        }
+        if s.handoff.load(Ordering::SeqCst) {
+            // The sensor is going down: everything queued, now, until the
+            // parent is gone (its group fd closed).
+            s.take_over();
+            if process::parent_gone(s.death_fd, MIN_SLEEP) {
+                return;
+            }
+            continue;
         }
         if readable(s.group_fd) {
             match readable_since {
