@@ -154,7 +154,7 @@ pub(super) fn ignore_stop_signals() {
         // SAFETY: signal(2) with SIG_IGN is async-signal-safe.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
-    // SAFETY: a static NUL-terminated name.
+    // SAFETY: prctl with a static NUL-terminated name / plain flags.
     unsafe {
         libc::prctl(
             libc::PR_SET_NAME,
@@ -162,8 +162,11 @@ pub(super) fn ignore_stop_signals() {
             0,
             0,
             0,
-        )
-    };
+        );
+        // A copy of the sensor's memory (TLS keys among it): never dumped,
+        // never attached to by anyone without privilege.
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
 }
 
 /// Every capability gone from every set, and `no_new_privs`: the child
