@@ -689,3 +689,73 @@ fn run(s: &Shared) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pipe's read end stands in for the group fd: the process polls it
+    /// and writes answers to it (refused, which `allow` ignores), so the
+    /// slot protocol across the two processes is tested without root.
+    fn watchdog() -> (Watchdog, [RawFd; 2]) {
+        let mut p = [-1; 2];
+        // SAFETY: pipe2 into a local array.
+        assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        (Watchdog::start(p[0]).unwrap(), p)
+    }
+
+    fn close(p: [RawFd; 2]) {
+        // SAFETY: our pipe, closed once after the watchdog is gone.
+        unsafe {
+            libc::close(p[0]);
+            libc::close(p[1]);
+        }
+    }
+
+    #[test]
+    fn an_event_the_loop_leaves_is_answered_by_the_watchdog_process() {
+        let (mut wd, p) = watchdog();
+        let word = wd.publish(3, 1234);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while wd.answers() == 0 {
+            assert!(Instant::now() < deadline, "no answer from the watchdog");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!wd.is_pending(3, word));
+        assert_eq!(wd.claim(3, word), Claim::Watchdog);
+        wd.release(3, word);
+        drop(wd);
+        close(p);
+    }
+
+    #[test]
+    fn an_event_the_loop_claims_in_time_is_the_loops_alone() {
+        let (mut wd, p) = watchdog();
+        let word = wd.publish(0, 1234);
+        assert_eq!(wd.claim(0, word), Claim::Loop);
+        std::thread::sleep(ANSWER_AFTER * 5);
+        assert_eq!(wd.answers(), 0);
+        wd.release(0, word);
+        // A stale word (the slot moved on) never claims the new event.
+        let next = wd.publish(0, 1235);
+        assert_eq!(wd.claim(0, word), Claim::Watchdog);
+        assert_eq!(wd.claim(0, next), Claim::Loop);
+        wd.release(0, next);
+        drop(wd);
+        close(p);
+    }
+
+    #[test]
+    fn drop_ends_and_reaps_the_watchdog_process() {
+        let (wd, p) = watchdog();
+        let pid = wd.child;
+        // SAFETY: kill with signal 0 only checks that the pid exists.
+        assert_eq!(unsafe { libc::kill(pid, 0) }, 0);
+        let t = Instant::now();
+        drop(wd);
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        // SAFETY: as above; reaped, so the pid is gone.
+        assert_eq!(unsafe { libc::kill(pid, 0) }, -1);
+        close(p);
+    }
+}
