@@ -32,9 +32,11 @@ unit:
 	$(CARGO) test --lib
 
 # Benches and examples are compiled by clippy above, not run: a benchmark
-# is `make bench`'s job.
+# is `make bench`'s job. The summary at the end lists what ran, what
+# failed and every test that passed only by skipping (no root, no Docker);
+# with CI=true or EXECSENTRY_REQUIRE_ALL=1 a skip is a failure instead.
 test: setup lint
-	$(CARGO) test --lib --bins --tests -- --test-threads=2
+	bash tests/support/test-summary.sh $(CARGO) test --lib --bins --tests -- --test-threads=2
 
 bench: setup
 	bash bench/run.sh

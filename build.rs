@@ -18,6 +18,15 @@ fn git(args: &[&str]) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
+/// Where git keeps `name` (HEAD, packed-refs, refs/heads/x), absolute.
+fn git_path(name: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(git(&["rev-parse", "--git-path", name])?);
+    if p.is_absolute() {
+        return Some(p);
+    }
+    Some(PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR")?).join(p))
+}
+
 fn main() {
     println!("cargo:rerun-if-env-changed=EXECSENTRY_GIT_COMMIT");
     println!("cargo:rerun-if-changed=build.rs");
@@ -30,17 +39,17 @@ fn main() {
 
     // Re-run when HEAD moves (checkout, commit), not on every source edit:
     // HEAD names the branch, the branch's ref file (or packed-refs) holds
-    // the commit. Paths come from git itself so worktrees work too.
-    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
-        let dir = PathBuf::from(dir);
-        println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
-        println!(
-            "cargo:rerun-if-changed={}",
-            dir.join("packed-refs").display()
-        );
-        if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={}", dir.join(r).display());
-        }
+    // the commit. `--git-path` resolves each where git keeps it (in a
+    // worktree the refs live in the common dir). Only files that exist are
+    // named: Cargo treats a missing one as changed and re-runs this script
+    // (and recompiles the crate) on every build. A ref that later moves into
+    // packed-refs disappears, which also re-runs it.
+    let mut watched = vec![git_path("HEAD"), git_path("packed-refs")];
+    if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watched.push(git_path(&r));
+    }
+    for p in watched.into_iter().flatten().filter(|p| p.is_file()) {
+        println!("cargo:rerun-if-changed={}", p.display());
     }
 
     // Cargo sets CARGO_FEATURE_<NAME> for every enabled feature of this crate.

@@ -12,6 +12,8 @@ use clap::Parser;
 use execsentry::cli::{self, Cli, Command, ConfigAction, RulesAction};
 use execsentry::config::Config;
 use execsentry::daemon::{self, BadInput, RunOptions, SetupError};
+use execsentry::identity::ToolsError;
+use execsentry::rule_paths::{self, Origin, RulePathError};
 use execsentry::rules::{self, RuleSet};
 use execsentry::sink::tail;
 
@@ -22,14 +24,21 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("execsentry: error: {e:#}");
-            if e.downcast_ref::<SetupError>().is_some() {
-                ExitCode::from(daemon::EXIT_SETUP as u8)
-            } else if e.downcast_ref::<BadInput>().is_some() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
+            ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// The README's exit-code table: whichever cause sits anywhere in the
+/// error's chain decides, so added context never changes the code.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    let any = |f: &dyn Fn(&(dyn std::error::Error + 'static)) -> bool| e.chain().any(f);
+    if any(&|c| c.is::<SetupError>()) {
+        daemon::EXIT_SETUP as u8
+    } else if any(&|c| c.is::<BadInput>() || c.is::<RulePathError>() || c.is::<ToolsError>()) {
+        2
+    } else {
+        1
     }
 }
 
@@ -46,6 +55,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let (mut cfg, config_path) = load_config(config.as_deref())?;
             if let Some(c) = capture {
                 cfg.sensor.capture = c.as_str().to_string();
+            }
+            // `--rules` paths must all exist; the daemon then loads them.
+            if !rules.is_empty() {
+                rule_paths::plan(&rules, Origin::Cli, Path::exists)?;
             }
             daemon::run(RunOptions {
                 config: cfg,
@@ -123,22 +136,23 @@ fn load_config(path: Option<&Path>) -> Result<(Config, Option<PathBuf>)> {
     }
 }
 
-fn load_rules_or_default(paths: Vec<PathBuf>) -> Result<RuleSet> {
-    let paths = if paths.is_empty() {
-        load_config(None)?.0.sensor.rules
+/// The rules given on the command line, else the configured ones, under
+/// the start rules of [`rule_paths`].
+fn load_rules_cli_or_config(cli: Vec<PathBuf>, config: Option<&Path>) -> Result<RuleSet> {
+    let (paths, origin) = if cli.is_empty() {
+        (load_config(config)?.0.sensor.rules, Origin::Config)
     } else {
-        paths
+        (cli, Origin::Cli)
     };
-    daemon::load_rules(&paths).map_err(|e| BadInput(format!("{e:#}")).into())
+    Ok(rule_paths::load(&paths, origin)?)
+}
+
+fn load_rules_or_default(paths: Vec<PathBuf>) -> Result<RuleSet> {
+    load_rules_cli_or_config(paths, None)
 }
 
 fn replay(input: &Path, rules: Vec<PathBuf>, config: Option<&Path>) -> Result<ExitCode> {
-    let rule_paths = if rules.is_empty() {
-        load_config(config)?.0.sensor.rules
-    } else {
-        rules
-    };
-    let set = daemon::load_rules(&rule_paths).map_err(|e| BadInput(format!("{e:#}")))?;
+    let set = load_rules_cli_or_config(rules, config)?;
     let reader: Box<dyn BufRead> = if input == Path::new("-") {
         Box::new(BufReader::new(io::stdin()))
     } else {

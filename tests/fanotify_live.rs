@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use execsentry::fanotify::{CaptureOptions, ExecCapture, FanotifyCapture};
 
+mod common;
+
 const ROLE_ENV: &str = "EXECSENTRY_FANOTIFY_ROLE";
 
 /// The live tests mark every filesystem: one at a time.
@@ -30,12 +32,7 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("SKIPPED: fanotify live tests need root (CAP_SYS_ADMIN)");
-    }
-    root
+    common::is_root() || common::skip("fanotify live tests need root (CAP_SYS_ADMIN)")
 }
 
 fn opts() -> CaptureOptions {

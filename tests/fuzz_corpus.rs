@@ -57,10 +57,13 @@ fn replay(kind: &str) -> usize {
     count
 }
 
+/// The corpora, and any crash input committed under `fuzz/artifacts/`
+/// (`make fuzz` leaves one there; bench/fuzz.sh says to commit it once
+/// fixed). Git history holds no crash input yet, so there is no separate
+/// crash-replay test: one that replays nothing would assert nothing. The
+/// corpora are never empty, so this one always runs inputs.
 #[test]
-fn every_committed_corpus_input_passes() {
-    let n = replay("corpus");
-    eprintln!("replayed {n} corpus inputs");
+fn every_committed_corpus_and_crash_input_passes() {
     // Every target has a corpus; an empty replay would prove nothing.
     for (target, _) in harness::TARGETS {
         assert!(
@@ -68,12 +71,10 @@ fn every_committed_corpus_input_passes() {
             "fuzz/corpus/{target} is empty or missing"
         );
     }
-}
-
-#[test]
-fn every_committed_crash_input_passes() {
-    let n = replay("artifacts");
-    eprintln!("replayed {n} crash inputs");
+    let corpus = replay("corpus");
+    let crashes = replay("artifacts");
+    eprintln!("replayed {corpus} corpus inputs and {crashes} crash inputs");
+    assert!(corpus >= harness::TARGETS.len());
 }
 
 /// Hand-written hostile inputs, so the properties hold for the cases the

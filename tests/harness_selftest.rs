@@ -106,7 +106,6 @@ fn runc_ready() -> bool {
         return false;
     }
     if !runc_available() {
-        eprintln!("\n*** SKIPPED: runc not installed (tests/support/setup.sh) ***\n");
         return false;
     }
     true

@@ -56,10 +56,7 @@ fn go_build() -> Option<&'static GoBuild> {
     static BUILT: OnceLock<Option<GoBuild>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            if Command::new("go").arg("version").output().is_err() {
-                eprintln!(
-                    "\n*** SKIPPED: `go` not found (apt-get install golang-go; tests/support/setup.sh does) ***\n"
-                );
+            if !common::require_tool("go", "version") {
                 return None;
             }
             let dir = tempfile::Builder::new()
@@ -68,7 +65,11 @@ fn go_build() -> Option<&'static GoBuild> {
                 .expect("temp dir");
             let src = dir.path().join("src");
             std::fs::create_dir_all(src.join("cmd/docker")).unwrap();
-            std::fs::write(src.join("go.mod"), "module github.com/docker/cli\n\ngo 1.19\n").unwrap();
+            std::fs::write(
+                src.join("go.mod"),
+                "module github.com/docker/cli\n\ngo 1.19\n",
+            )
+            .unwrap();
             std::fs::write(src.join("cmd/docker/main.go"), PROGRAM).unwrap();
             let build = |out: &Path, ldflags: &str| {
                 run_ok(
@@ -136,7 +137,7 @@ fn real_docker_cli_is_docker() {
         assert_eq!(id.tool.as_deref(), Some("docker"), "{p}: {id:?}");
     }
     if !found {
-        eprintln!("\n*** SKIPPED real_docker_cli_is_docker: no docker binary ***\n");
+        common::skip("no docker binary (docker.io, tests/support/setup.sh)");
     }
 }
 

@@ -8,12 +8,14 @@ use execsentry::netlink::wire::{self, KernelEvent};
 use execsentry::netlink::{ProcConnector, is_overrun};
 use mio::{Events, Interest, Poll, Token};
 
-fn root_or_skip(test: &str) -> bool {
+mod common;
+
+/// `test` is named by the skip itself (libtest names the thread).
+fn root_or_skip(_test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    eprintln!("skipping {test}: needs root (CAP_NET_ADMIN) for the proc connector");
-    false
+    common::skip("needs root (CAP_NET_ADMIN) for the proc connector")
 }
 
 /// Polls `conn` until `pred` has seen what it wants (returns true) or 2 s pass.

@@ -9,15 +9,17 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use execsentry::config::{Config, OutputConfig};
+
+mod common;
 use execsentry::event::{Container, Event, EventMeta, Process, RuleRef, User};
 use execsentry::sink::{Outputs, tail};
 
-fn root_or_skip(test: &str) -> bool {
+/// `test` is named by the skip itself (libtest names the thread).
+fn root_or_skip(_test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    eprintln!("!!! SKIPPED {test}: needs root (socket ownership and group) !!!");
-    false
+    common::skip("needs root (socket ownership and group)")
 }
 
 fn alert(i: usize, cmd: &str) -> Event {

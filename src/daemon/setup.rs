@@ -65,19 +65,10 @@ pub struct BadInput(pub String);
 pub struct SetupError(pub String);
 
 pub fn load_rules(paths: &[PathBuf]) -> Result<RuleSet> {
-    let existing: Vec<PathBuf> = paths
-        .iter()
-        .filter(|p| {
-            let ok = p.exists();
-            if !ok {
-                log::warn!("rule path {} does not exist; skipped", p.display());
-            }
-            ok
-        })
-        .cloned()
-        .collect();
-    privilege::check_owned_by_root(&existing)?;
-    RuleSet::load(&existing).map_err(|e| anyhow::anyhow!("{e}"))
+    Ok(crate::rule_paths::load(
+        paths,
+        crate::rule_paths::Origin::Config,
+    )?)
 }
 
 /// An enabled `action = "deny"` rule without `sensor.enforce` would look

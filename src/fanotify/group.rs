@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::events::METADATA_LEN;
-use super::watchdog::SLOTS;
+use super::watchdog::{SLOTS, Watchdog};
 use super::{
     CaptureOptions, DEFER_MAX, FanotifyCapture, FanotifyError, FanotifyStats,
     MARKED_CONTAINERS_MAX, mounts,
@@ -18,7 +18,9 @@ use super::{
 use crate::event::Event;
 
 impl FanotifyCapture {
-    pub(super) fn open_group(opts: CaptureOptions) -> Result<Self, FanotifyError> {
+    /// `guarded`: start the watchdog process, before the first mark (it is
+    /// forked, and a fork must not happen once execs can wait on us).
+    pub(super) fn open_group(opts: CaptureOptions, guarded: bool) -> Result<Self, FanotifyError> {
         let mut flags = libc::FAN_CLASS_CONTENT | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK;
         // A full queue (16 384 events by default) makes the kernel allow
         // the execs it cannot queue, unseen: under enforcement that is
@@ -87,6 +89,13 @@ impl FanotifyCapture {
             latency: Default::default(),
             tokens: None,
         };
+        if guarded {
+            let wd = Watchdog::start(c.group.as_raw_fd()).map_err(|source| FanotifyError::Io {
+                op: "starting the watchdog process",
+                source,
+            })?;
+            c.watchdog = Some(wd);
+        }
         let text = read_mountinfo("/proc/self/mountinfo").map_err(|source| FanotifyError::Io {
             op: "read /proc/self/mountinfo",
             source,

@@ -151,13 +151,7 @@ impl FanotifyCapture {
     /// `fanotify_init` + a mark on every exec-capable filesystem in
     /// `/proc/self/mountinfo`, and starts the watchdog.
     pub fn open(opts: CaptureOptions) -> Result<Self, FanotifyError> {
-        let mut c = Self::open_group(opts)?;
-        let wd = Watchdog::start(c.group.as_raw_fd()).map_err(|source| FanotifyError::Io {
-            op: "starting the watchdog thread",
-            source,
-        })?;
-        c.watchdog = Some(wd);
-        Ok(c)
+        Self::open_group(opts, true)
     }
 
     /// Like [`open`](Self::open) without the watchdog. For tests that must
@@ -165,7 +159,7 @@ impl FanotifyCapture {
     /// daemon.
     #[doc(hidden)]
     pub fn open_unguarded(opts: CaptureOptions) -> Result<Self, FanotifyError> {
-        Self::open_group(opts)
+        Self::open_group(opts, false)
     }
 
     /// Registers the group fd and the retry timer of deferred events

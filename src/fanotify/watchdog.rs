@@ -1,14 +1,26 @@
-//! The watchdog: the one justified exception to the sensor's single thread.
+//! The watchdog: a second process, forked before any fanotify mark exists,
+//! whose only work is to keep the host's execs moving.
 //!
 //! A permission event blocks the exec'ing task until someone answers, so a
 //! stalled event loop (a slow sink, a bug, a long `/proc` read) would stall
-//! every exec on the host. This thread does nothing but answer `FAN_ALLOW`:
+//! every exec on the host, and so would a *stopped* sensor (SIGSTOP, a
+//! ptrace stop): a watchdog thread would stop with it. A process does not.
+//! It shares the group fd and one `MAP_SHARED` page of the loop's progress
+//! (the slots below), answers `FAN_ALLOW` and nothing else:
 //! (1) for events the loop has read but not answered within
 //! [`ANSWER_AFTER`], and (2) for events the loop has not even read: if the
 //! group fd stays readable for [`ANSWER_AFTER`] while the loop has not entered
 //! `drain` in between, the watchdog reads and allows them itself (their argv
-//! is lost and counted). It never touches `/proc`, allocates nothing per
-//! event and takes no lock shared with the loop.
+//! is lost and counted). It never touches `/proc`, allocates nothing (after
+//! `fork` it may not: see [`process`]) and takes no lock. It keeps no
+//! capability, ignores the signals meant for the sensor, and exits when the
+//! sensor does (a pidfd, or a pipe on kernels before 5.3), so the kernel
+//! can close the group and allow whatever is pending. It cannot outlive a
+//! cgroup freeze: that freezes both processes (see the README).
+//!
+//! When the loop comes back from a silence the watchdog covered, it logs
+//! how long it was silent and how many execs were allowed unseen; a
+//! watchdog process that died makes the loop stop the sensor.
 //!
 //! ## Slots, and why there is no double answer or fd-reuse race
 //! The kernel matches a response to an event by the event's fd *number*. A
@@ -25,7 +37,14 @@
 //!   different generation, so its CAS fails;
 //! - the loop closes the event fd only after the slot is back to free; if
 //!   the watchdog won, the loop first waits for `(gen, WATCHDOG_DONE)`, so
-//!   the number the watchdog writes is still open and still this event's.
+//!   the number the watchdog writes is still open and still this event's;
+//! - the events the watchdog reads itself get numbers in its own table that
+//!   cannot equal one of the loop's (see `process::isolate_fds`).
+//!
+//! A stop that lands between the loop's `read` of a batch and its
+//! `publish` leaves that batch (at most [`SLOTS`] events) unanswered until
+//! the sensor resumes: those events are known to the kernel as read, and
+//! their numbers only to the loop.
 //!
 //! ## Deferred events
 //! The loop may leave an event whose task has not parked yet unanswered
@@ -38,10 +57,10 @@
 //! to batch positions: the loop hands out only slots it has freed (fd
 //! closed), so a deferred event's slot is never republished.
 
+mod process;
+
 use std::os::fd::RawFd;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
-use std::thread::{self, JoinHandle};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// An event read but unanswered for this long is allowed by the watchdog.
@@ -51,10 +70,18 @@ const MIN_SLEEP: Duration = Duration::from_micros(100);
 /// Time without a published event before parking.
 const IDLE_BEFORE_PARK: Duration = Duration::from_millis(50);
 /// While parked the watchdog still wakes this often to notice a loop that
-/// stopped reading the group fd altogether.
+/// stopped reading the group fd altogether, and a parent that is gone.
 const PARKED_WAKE: Duration = Duration::from_millis(50);
 /// At most this many events are read in one batch (one slot each).
 pub const SLOTS: usize = 64;
+/// Answers given while the loop has not entered `drain` for this long are
+/// reported by the loop when it comes back: it was stopped or stalled.
+const SILENT_LOOP: Duration = Duration::from_millis(500);
+/// How often the loop checks that the watchdog process is still there.
+const CHILD_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// The parent's open-file limit is lowered to this when higher (the child
+/// fills its own table up to it, see `process::isolate_fds`).
+const FD_LIMIT_CAP: u64 = 65_536;
 
 const FREE: u64 = 0;
 const PENDING: u64 = 1;
@@ -64,32 +91,93 @@ const STATE_MASK: u64 = 3;
 /// Marks a watchdog-claimed slot whose answer has been written.
 const DONE_BIT: u64 = 1 << 63;
 
+/// Test-only faults (`EXECSENTRY_TEST_PANIC`, read in debug builds only).
+const FAULT_NONE: u32 = 0;
+const FAULT_LOOP: u32 = 1;
+const FAULT_WATCHDOG: u32 = 2;
+/// An injected fault fires this long after the watchdog started, so the
+/// sensor is ready and execs are flowing when it does.
+const FAULT_AFTER: Duration = Duration::from_secs(2);
+
 struct Slot {
     state: AtomicU64,
     fd: AtomicI32,
     read_ns: AtomicU64,
 }
 
-/// State shared by the loop and the watchdog thread.
-pub struct Shared {
+/// State shared by the loop and the watchdog process: one `MAP_SHARED`
+/// page both see. Only atomics (and what is written before the fork).
+struct Shared {
     group_fd: RawFd,
+    death_fd: RawFd,
+    /// CLOCK_MONOTONIC is one clock for both processes.
     epoch: Instant,
+    fault: u32,
+    /// The child may read events itself (it has fd numbers to spare).
+    can_take_over: AtomicBool,
     slots: [Slot; SLOTS],
     stop: AtomicBool,
-    sleeping: AtomicBool,
+    /// 1 while the child is parked: a futex word.
+    sleeping: AtomicU32,
     published: AtomicU64,
     /// Bumped on every entry to `drain`: proof of life of the loop.
     drains: AtomicU64,
-    pub answers: AtomicU64,
-    pub takeover_answers: AtomicU64,
+    answers: AtomicU64,
+    takeover_answers: AtomicU64,
+    /// Answers given while the loop was silent for [`SILENT_LOOP`].
+    silent_answers: AtomicU64,
+    /// The sensor is panicking: answer everything now, read everything
+    /// queued, without waiting for deadlines (see [`hand_off`]).
+    handoff: AtomicBool,
 }
 
-/// The loop's handle: publish, claim, release; stops the thread on drop.
-pub struct Watchdog {
-    shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
-    generation: u64,
+/// The running watchdog's shared page, for the panic hook.
+static ACTIVE: AtomicPtr<Shared> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Called first thing in a panic, before the default hook prints (and may
+/// symbolise a backtrace for hundreds of milliseconds) and the process
+/// aborts or unwinds: until the group fd is closed every exec would wait,
+/// so the watchdog process answers everything from here on.
+fn hand_off() {
+    let p = ACTIVE.load(Ordering::SeqCst);
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: ACTIVE is cleared before the page is unmapped.
+    let s = unsafe { &*p };
+    s.handoff.store(true, Ordering::SeqCst);
+    s.sleeping.store(0, Ordering::SeqCst);
+    process::futex_wake(&s.sleeping);
 }
+
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            hand_off();
+            previous(info);
+        }));
+    });
+}
+
+/// The loop's handle: publish, claim, release; stops the process on drop.
+pub struct Watchdog {
+    shared: *mut Shared,
+    child: libc::pid_t,
+    /// The pipe's write end when there is no pidfd (-1 otherwise).
+    death_parent_end: RawFd,
+    generation: u64,
+    last_drain_ns: AtomicU64,
+    silent_seen: AtomicU64,
+    next_child_check_ns: AtomicU64,
+}
+
+// SAFETY: `shared` points into a mapping owned by this handle for its whole
+// life; everything in it is atomic or immutable after start.
+unsafe impl Send for Watchdog {}
+// SAFETY: as above; the loop-side counters are atomics.
+unsafe impl Sync for Watchdog {}
 
 /// Who gets to answer a published event.
 #[derive(Debug, PartialEq, Eq)]
@@ -100,46 +188,164 @@ pub enum Claim {
     Watchdog,
 }
 
+fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// `EXECSENTRY_TEST_PANIC=loop|watchdog`: a test hook that does not exist
+/// in release builds.
+fn test_fault() -> u32 {
+    if !cfg!(debug_assertions) {
+        return FAULT_NONE;
+    }
+    match std::env::var("EXECSENTRY_TEST_PANIC").as_deref() {
+        Ok("loop") => FAULT_LOOP,
+        Ok("watchdog") => FAULT_WATCHDOG,
+        _ => FAULT_NONE,
+    }
+}
+
 impl Watchdog {
-    /// Starts the thread. `group_fd` must stay open until this is dropped
-    /// (the capture drops the watchdog before its fd).
+    /// Forks the watchdog process. Call it before any mark exists: the
+    /// child never opens or execs anything, but nothing of the parent's
+    /// event fds must be inherited either. `group_fd` must stay open until
+    /// this is dropped (the capture drops the watchdog before its fd).
     pub fn start(group_fd: RawFd) -> std::io::Result<Self> {
-        let shared = Arc::new(Shared {
-            group_fd,
-            epoch: Instant::now(),
-            slots: std::array::from_fn(|_| Slot {
-                state: AtomicU64::new(FREE),
-                fd: AtomicI32::new(-1),
-                read_ns: AtomicU64::new(0),
-            }),
-            stop: AtomicBool::new(false),
-            sleeping: AtomicBool::new(false),
-            published: AtomicU64::new(0),
-            drains: AtomicU64::new(0),
-            answers: AtomicU64::new(0),
-            takeover_answers: AtomicU64::new(0),
-        });
-        let s = Arc::clone(&shared);
-        let thread = thread::Builder::new()
-            .name("fanotify-watchdog".into())
-            .spawn(move || {
-                // Capabilities are per thread: this one only writes answers
-                // to an fd it already holds, so it keeps none at all.
-                if let Err(e) = crate::privilege::drop_all_in_this_thread() {
-                    log::warn!("watchdog could not drop its capabilities: {e}");
+        let fault = test_fault();
+        let limit = process::fd_limit(FD_LIMIT_CAP);
+        let death = process::DeathFd::new()?;
+        let len = std::mem::size_of::<Shared>();
+        // SAFETY: a fresh anonymous shared mapping, checked below.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        let close_death = || {
+            // SAFETY: descriptors created above, closed once.
+            unsafe {
+                libc::close(death.child_end);
+                if death.parent_end >= 0 {
+                    libc::close(death.parent_end);
                 }
-                run(&s)
-            })?;
+            }
+        };
+        if map == libc::MAP_FAILED {
+            let e = std::io::Error::last_os_error();
+            close_death();
+            return Err(e);
+        }
+        let shared = map.cast::<Shared>();
+        // SAFETY: the mapping is page-aligned and large enough.
+        unsafe {
+            shared.write(Shared {
+                group_fd,
+                death_fd: death.child_end,
+                epoch: Instant::now(),
+                fault,
+                can_take_over: AtomicBool::new(false),
+                slots: std::array::from_fn(|_| Slot {
+                    state: AtomicU64::new(FREE),
+                    fd: AtomicI32::new(-1),
+                    read_ns: AtomicU64::new(0),
+                }),
+                stop: AtomicBool::new(false),
+                sleeping: AtomicU32::new(0),
+                published: AtomicU64::new(0),
+                drains: AtomicU64::new(0),
+                answers: AtomicU64::new(0),
+                takeover_answers: AtomicU64::new(0),
+                silent_answers: AtomicU64::new(0),
+                handoff: AtomicBool::new(false),
+            })
+        };
+        // SAFETY: see `child_main`: the child runs only async-signal-safe
+        // code and never returns.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            let e = std::io::Error::last_os_error();
+            close_death();
+            // SAFETY: our mapping, unused by anyone else.
+            unsafe { libc::munmap(map, len) };
+            return Err(e);
+        }
+        if pid == 0 {
+            // SAFETY: the mapping stays valid in the child.
+            child_main(unsafe { &*shared }, limit);
+        }
+        // The parent keeps only the pipe's write end (its death is the
+        // child's signal); the pidfd or read end is the child's.
+        // SAFETY: our descriptor, closed once.
+        unsafe { libc::close(death.child_end) };
+        install_panic_hook();
+        ACTIVE.store(shared, Ordering::SeqCst);
         Ok(Watchdog {
             shared,
-            thread: Some(thread),
+            child: pid,
+            death_parent_end: death.parent_end,
             generation: 0,
+            last_drain_ns: AtomicU64::new(0),
+            silent_seen: AtomicU64::new(0),
+            next_child_check_ns: AtomicU64::new(0),
         })
     }
 
-    /// The loop is alive and about to read the group fd.
+    fn shared(&self) -> &Shared {
+        // SAFETY: valid until `drop` unmaps it.
+        unsafe { &*self.shared }
+    }
+
+    /// The loop is alive and about to read the group fd. Also where the
+    /// loop reports a silence the watchdog covered, and notices a watchdog
+    /// process that is gone.
     pub fn drain_started(&self) {
-        self.shared.drains.fetch_add(1, Ordering::SeqCst);
+        let s = self.shared();
+        s.drains.fetch_add(1, Ordering::SeqCst);
+        let now = s.now_ns();
+        if s.fault == FAULT_LOOP && now >= ns(FAULT_AFTER) {
+            panic!("EXECSENTRY_TEST_PANIC=loop: injected panic in the event loop");
+        }
+        let last = self.last_drain_ns.swap(now, Ordering::Relaxed);
+        let silent = s.silent_answers.load(Ordering::SeqCst);
+        let seen = self.silent_seen.swap(silent, Ordering::Relaxed);
+        if silent > seen {
+            log::warn!(
+                "the sensor stopped answering exec permission events for {} ms (stopped, \
+                 traced or stalled): its watchdog process allowed {} execs meanwhile, unseen",
+                now.saturating_sub(last) / 1_000_000,
+                silent - seen
+            );
+        }
+        if now >= self.next_child_check_ns.load(Ordering::Relaxed) {
+            self.next_child_check_ns
+                .store(now + ns(CHILD_CHECK_EVERY), Ordering::Relaxed);
+            self.check_child();
+        }
+    }
+
+    /// A watchdog process that died leaves the host one stall away from
+    /// every exec waiting: end the sensor (exit code 1; systemd restarts
+    /// it) rather than run without it. At once, not by a panic: with no
+    /// watchdog, every exec waits until the group fd is closed, and exiting
+    /// closes it now.
+    fn check_child(&self) {
+        let mut status = 0;
+        // SAFETY: our own child; WNOHANG never blocks.
+        let r = unsafe { libc::waitpid(self.child, &mut status, libc::WNOHANG) };
+        if r == self.child {
+            log::error!(
+                "the fanotify watchdog process (pid {}) is gone ({}): without it a stalled \
+                 sensor would block every exec on the host; exiting",
+                self.child,
+                describe_status(status)
+            );
+            std::process::exit(1);
+        }
     }
 
     /// Publishes event fd `fd` in slot `i`, which must be free: released,
@@ -147,18 +353,16 @@ impl Watchdog {
     pub fn publish(&mut self, i: usize, fd: RawFd) -> u64 {
         self.generation += 1;
         let word = (self.generation << 2) | PENDING;
-        let slot = &self.shared.slots[i];
+        let s = self.shared();
+        let slot = &s.slots[i];
         slot.fd.store(fd, Ordering::Relaxed);
-        slot.read_ns.store(self.shared.now_ns(), Ordering::Relaxed);
+        slot.read_ns.store(s.now_ns(), Ordering::Relaxed);
         slot.state.store(word, Ordering::SeqCst);
-        self.shared.published.fetch_add(1, Ordering::SeqCst);
+        s.published.fetch_add(1, Ordering::SeqCst);
         // Pairs with the watchdog's store of `sleeping` and re-scan: one of
         // the two sees the other (both SeqCst).
-        if self.shared.sleeping.load(Ordering::SeqCst)
-            && self.shared.sleeping.swap(false, Ordering::SeqCst)
-            && let Some(t) = &self.thread
-        {
-            t.thread().unpark();
+        if s.sleeping.load(Ordering::SeqCst) == 1 && s.sleeping.swap(0, Ordering::SeqCst) == 1 {
+            process::futex_wake(&s.sleeping);
         }
         word
     }
@@ -167,12 +371,12 @@ impl Watchdog {
     /// unanswered and unclaimed. A hint only: the watchdog may claim it
     /// right after; [`claim`](Self::claim) decides.
     pub fn is_pending(&self, i: usize, word: u64) -> bool {
-        self.shared.slots[i].state.load(Ordering::SeqCst) == word
+        self.shared().slots[i].state.load(Ordering::SeqCst) == word
     }
 
     /// Claims slot `i` for the loop's own answer.
     pub fn claim(&self, i: usize, word: u64) -> Claim {
-        let st = &self.shared.slots[i].state;
+        let st = &self.shared().slots[i].state;
         match st.compare_exchange(
             word,
             (word & !STATE_MASK) | LOOP,
@@ -187,7 +391,7 @@ impl Watchdog {
     /// Frees slot `i` once nobody will write its fd number any more; after
     /// this the loop may close the event fd.
     pub fn release(&self, i: usize, word: u64) {
-        let st = &self.shared.slots[i].state;
+        let st = &self.shared().slots[i].state;
         let watchdog_done = (word & !STATE_MASK) | WATCHDOG | DONE_BIT;
         let mut spins = 0u32;
         loop {
@@ -200,32 +404,57 @@ impl Watchdog {
             // The watchdog is inside one write(2): microseconds.
             spins += 1;
             if spins > 64 {
-                thread::yield_now();
+                std::thread::yield_now();
             } else {
                 std::hint::spin_loop();
             }
         }
         st.store(FREE, Ordering::SeqCst);
     }
+
+    pub fn answers(&self) -> u64 {
+        self.shared().answers.load(Ordering::Relaxed)
+    }
+
+    pub fn takeover_answers(&self) -> u64 {
+        self.shared().takeover_answers.load(Ordering::Relaxed)
+    }
+}
+
+fn describe_status(status: i32) -> String {
+    if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("exit code {}", libc::WEXITSTATUS(status))
+    }
 }
 
 impl Drop for Watchdog {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            let _ = t.join();
+        let _ = ACTIVE.compare_exchange(
+            self.shared,
+            std::ptr::null_mut(),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        let s = self.shared();
+        s.stop.store(true, Ordering::SeqCst);
+        s.sleeping.store(0, Ordering::SeqCst);
+        process::futex_wake(&s.sleeping);
+        let mut status = 0;
+        // The child wakes within one nap (at most PARKED_WAKE) and exits.
+        // SAFETY: our own child, reaped once.
+        while unsafe { libc::waitpid(self.child, &mut status, 0) } < 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+        {}
+        // SAFETY: our descriptor and mapping, released once; the child that
+        // shared the mapping is gone.
+        unsafe {
+            if self.death_parent_end >= 0 {
+                libc::close(self.death_parent_end);
+            }
+            libc::munmap(self.shared.cast(), std::mem::size_of::<Shared>());
         }
-    }
-}
-
-impl Watchdog {
-    pub fn answers(&self) -> u64 {
-        self.shared.answers.load(Ordering::Relaxed)
-    }
-
-    pub fn takeover_answers(&self) -> u64 {
-        self.shared.takeover_answers.load(Ordering::Relaxed)
     }
 }
 
@@ -235,11 +464,17 @@ impl Shared {
     }
 
     /// Answers overdue published events; returns when the earliest one
-    /// still pending falls due (ns since `epoch`), `None` if none is.
-    fn answer_overdue(&self) -> Option<u64> {
+    /// still pending falls due (ns since `epoch`), `None` if none is, and
+    /// how many it answered.
+    fn answer_overdue(&self) -> (Option<u64>, u64) {
         let now = self.now_ns();
-        let after = u64::try_from(ANSWER_AFTER.as_nanos()).unwrap_or(u64::MAX);
+        let after = if self.handoff.load(Ordering::SeqCst) {
+            0
+        } else {
+            ns(ANSWER_AFTER)
+        };
         let mut next: Option<u64> = None;
+        let mut answered = 0;
         for slot in &self.slots {
             let word = slot.state.load(Ordering::SeqCst);
             if word & STATE_MASK != PENDING {
@@ -261,16 +496,21 @@ impl Shared {
             {
                 allow(self.group_fd, fd);
                 self.answers.fetch_add(1, Ordering::Relaxed);
+                answered += 1;
                 slot.state.store(claimed | DONE_BIT, Ordering::SeqCst);
             }
         }
-        next
+        (next, answered)
     }
 
     /// The loop has not read the group fd for [`ANSWER_AFTER`] while it was
-    /// readable: read and allow everything queued.
-    fn take_over(&self) {
+    /// readable: read and allow everything queued. Returns how many.
+    fn take_over(&self) -> u64 {
+        if !self.can_take_over.load(Ordering::Relaxed) {
+            return 0;
+        }
         let mut buf = [0u64; 3 * SLOTS];
+        let mut answered = 0;
         loop {
             // SAFETY: reading into a local buffer of the given byte length.
             let n = unsafe {
@@ -281,10 +521,10 @@ impl Shared {
                 )
             };
             let Ok(n) = usize::try_from(n) else {
-                return; // EAGAIN (drained) or an error: nothing more to do.
+                return answered; // EAGAIN (drained) or an error.
             };
             if n == 0 {
-                return;
+                return answered;
             }
             let bytes: &[u8] = bytemuck_u8(&buf, n);
             for ev in super::parse_events(bytes) {
@@ -293,6 +533,7 @@ impl Shared {
                     // SAFETY: the fd was installed for us by this read.
                     unsafe { libc::close(ev.fd) };
                     self.takeover_answers.fetch_add(1, Ordering::Relaxed);
+                    answered += 1;
                 }
             }
         }
@@ -316,6 +557,18 @@ fn readable(fd: RawFd) -> bool {
     // SAFETY: one valid pollfd, zero timeout.
     let n = unsafe { libc::poll(&mut p, 1, 0) };
     n > 0 && p.revents & libc::POLLIN != 0
+}
+
+/// The child's whole life. Async-signal-safe only (see `process`).
+fn child_main(s: &Shared, fd_limit: u64) -> ! {
+    process::ignore_stop_signals();
+    let room = process::isolate_fds(s.group_fd, s.death_fd, fd_limit);
+    s.can_take_over.store(room, Ordering::Relaxed);
+    process::drop_capabilities();
+    run(s);
+    // SAFETY: _exit skips atexit handlers and stdio, which belong to the
+    // parent's state.
+    unsafe { libc::_exit(0) }
 }
 
 /// Writes `FAN_ALLOW` for event fd `fd`; errors (ENOENT: already answered)
@@ -348,22 +601,42 @@ pub fn respond(group_fd: RawFd, fd: RawFd, response: u32) -> bool {
 /// deadline, or the next check of an fd the loop may have stopped reading
 /// (every half [`ANSWER_AFTER`] while events flow), so a busy host costs a
 /// few hundred wake-ups a second, not one per event. Parks when idle.
+/// Returns when the parent is gone or asked it to stop.
 fn run(s: &Shared) {
     let mut last_published = 0u64;
     let mut last_activity = s.now_ns();
     // (drains counter, time) when the fd was first seen readable: the loop
     // is stuck if the fd stays readable for ANSWER_AFTER without a drain.
     let mut readable_since: Option<(u64, u64)> = None;
-    let after = u64::try_from(ANSWER_AFTER.as_nanos()).unwrap_or(u64::MAX);
-    let idle_ns = u64::try_from(IDLE_BEFORE_PARK.as_nanos()).unwrap_or(u64::MAX);
+    // The drains counter and when it was first seen at that value.
+    let mut drains_seen = (u64::MAX, 0u64);
+    let after = ns(ANSWER_AFTER);
+    let idle_ns = ns(IDLE_BEFORE_PARK);
     while !s.stop.load(Ordering::SeqCst) {
-        let next_due = s.answer_overdue();
+        if s.fault == FAULT_WATCHDOG && s.now_ns() >= ns(FAULT_AFTER) {
+            // The test hook's "panic": a crash, as a panic would be here.
+            // SAFETY: abort(3) is async-signal-safe.
+            unsafe { libc::abort() };
+        }
+        let (next_due, mut answered) = s.answer_overdue();
         let drains = s.drains.load(Ordering::SeqCst);
         let now = s.now_ns();
+        if drains != drains_seen.0 {
+            drains_seen = (drains, now);
+        }
+        if s.handoff.load(Ordering::SeqCst) {
+            // The sensor is going down: everything queued, now, until the
+            // parent is gone (its group fd closed).
+            s.take_over();
+            if process::parent_gone(s.death_fd, MIN_SLEEP) {
+                return;
+            }
+            continue;
+        }
         if readable(s.group_fd) {
             match readable_since {
                 Some((d, t)) if d == drains && now.saturating_sub(t) >= after => {
-                    s.take_over();
+                    answered += s.take_over();
                     readable_since = None;
                 }
                 Some((d, _)) if d == drains => {}
@@ -371,6 +644,9 @@ fn run(s: &Shared) {
             }
         } else {
             readable_since = None;
+        }
+        if answered > 0 && now.saturating_sub(drains_seen.1) >= ns(SILENT_LOOP) {
+            s.silent_answers.fetch_add(answered, Ordering::SeqCst);
         }
         let published = s.published.load(Ordering::SeqCst);
         if published != last_published || next_due.is_some() || readable_since.is_some() {
@@ -388,22 +664,98 @@ fn run(s: &Shared) {
                 wake = wake.min(t.saturating_add(after));
             }
             let nap = Duration::from_nanos(wake.saturating_sub(now)).max(MIN_SLEEP);
-            thread::sleep(nap);
+            if process::parent_gone(s.death_fd, nap) {
+                return;
+            }
             continue;
         }
-        s.sleeping.store(true, Ordering::SeqCst);
+        s.sleeping.store(1, Ordering::SeqCst);
         // Re-check after announcing sleep (see `publish`).
         if s.slots
             .iter()
             .any(|sl| sl.state.load(Ordering::SeqCst) & STATE_MASK == PENDING)
+            || s.stop.load(Ordering::SeqCst)
         {
-            s.sleeping.store(false, Ordering::SeqCst);
+            s.sleeping.store(0, Ordering::SeqCst);
             continue;
         }
-        thread::park_timeout(PARKED_WAKE);
-        s.sleeping.store(false, Ordering::SeqCst);
+        process::futex_wait(&s.sleeping, 1, PARKED_WAKE);
+        s.sleeping.store(0, Ordering::SeqCst);
+        if process::parent_gone(s.death_fd, Duration::ZERO) {
+            return;
+        }
         if s.published.load(Ordering::SeqCst) != last_published {
             last_activity = s.now_ns();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pipe's read end stands in for the group fd: the process polls it
+    /// and writes answers to it (refused, which `allow` ignores), so the
+    /// slot protocol across the two processes is tested without root.
+    fn watchdog() -> (Watchdog, [RawFd; 2]) {
+        let mut p = [-1; 2];
+        // SAFETY: pipe2 into a local array.
+        assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        (Watchdog::start(p[0]).unwrap(), p)
+    }
+
+    fn close(p: [RawFd; 2]) {
+        // SAFETY: our pipe, closed once after the watchdog is gone.
+        unsafe {
+            libc::close(p[0]);
+            libc::close(p[1]);
+        }
+    }
+
+    #[test]
+    fn an_event_the_loop_leaves_is_answered_by_the_watchdog_process() {
+        let (mut wd, p) = watchdog();
+        let word = wd.publish(3, 1234);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while wd.answers() == 0 {
+            assert!(Instant::now() < deadline, "no answer from the watchdog");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!wd.is_pending(3, word));
+        assert_eq!(wd.claim(3, word), Claim::Watchdog);
+        wd.release(3, word);
+        drop(wd);
+        close(p);
+    }
+
+    #[test]
+    fn an_event_the_loop_claims_in_time_is_the_loops_alone() {
+        let (mut wd, p) = watchdog();
+        let word = wd.publish(0, 1234);
+        assert_eq!(wd.claim(0, word), Claim::Loop);
+        std::thread::sleep(ANSWER_AFTER * 5);
+        assert_eq!(wd.answers(), 0);
+        wd.release(0, word);
+        // A stale word (the slot moved on) never claims the new event.
+        let next = wd.publish(0, 1235);
+        assert_eq!(wd.claim(0, word), Claim::Watchdog);
+        assert_eq!(wd.claim(0, next), Claim::Loop);
+        wd.release(0, next);
+        drop(wd);
+        close(p);
+    }
+
+    #[test]
+    fn drop_ends_and_reaps_the_watchdog_process() {
+        let (wd, p) = watchdog();
+        let pid = wd.child;
+        // SAFETY: kill with signal 0 only checks that the pid exists.
+        assert_eq!(unsafe { libc::kill(pid, 0) }, 0);
+        let t = Instant::now();
+        drop(wd);
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        // SAFETY: as above; reaped, so the pid is gone.
+        assert_eq!(unsafe { libc::kill(pid, 0) }, -1);
+        close(p);
     }
 }

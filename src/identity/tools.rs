@@ -33,7 +33,7 @@ pub struct ToolTable {
     by_main: HashMap<String, String>,
 }
 
-/// Every problem found, one `file:line: what` a line.
+/// Every problem found, one `file:line:col: what` a line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", .errors.join("\n"))]
 pub struct ToolsError {
@@ -110,14 +110,14 @@ impl ToolTable {
             let doc: Doc = match toml::from_str(text) {
                 Ok(d) => d,
                 Err(e) => {
-                    let line = e.span().map_or(0, |s| line_of(text, s.start));
-                    errors.push(format!("{name}:{line}: {}", e.message().trim_end()));
+                    let at = e.span().map_or("0:0".into(), |s| line_col(text, s.start));
+                    errors.push(format!("{name}:{at}: {}", e.message().trim_end()));
                     continue;
                 }
             };
             let mut seen: HashMap<&str, usize> = HashMap::new();
             for entry in &doc.metadata.tool {
-                let at = |s: &Spanned<String>| format!("{name}:{}", line_of(text, s.span().start));
+                let at = |s: &Spanned<String>| format!("{name}:{}", line_col(text, s.span().start));
                 let tool = entry.name.get_ref();
                 if !valid_tool(tool) {
                     errors.push(format!(
@@ -131,14 +131,15 @@ impl ToolTable {
                 for m in &entry.main {
                     let path = m.get_ref().as_str();
                     let line = line_of(text, m.span().start);
+                    let pos = line_col(text, m.span().start);
                     if path.is_empty()
                         || path.len() > 512
                         || path.chars().any(|c| c.is_whitespace() || c.is_control())
                     {
-                        errors.push(format!("{name}:{line}: `{path}` is not a Go package path"));
+                        errors.push(format!("{name}:{pos}: `{path}` is not a Go package path"));
                     } else if let Some(first) = seen.insert(path, line) {
                         errors.push(format!(
-                            "{name}:{line}: `{path}` is listed twice in this file (first on line {first})"
+                            "{name}:{pos}: `{path}` is listed twice in this file (first on line {first})"
                         ));
                     } else {
                         table.by_main.insert(path.to_string(), tool.clone());
@@ -158,6 +159,13 @@ fn valid_tool(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+/// `line:col` of a byte offset, both from 1 (the column counts chars).
+fn line_col(text: &str, offset: usize) -> String {
+    let before = text.get(..offset.min(text.len())).unwrap_or("");
+    let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    format!("{}:{col}", line_of(text, offset))
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -225,20 +233,22 @@ mod tests {
     }
 
     #[test]
-    fn errors_carry_file_and_line() {
+    fn errors_carry_file_line_and_column() {
         let e = one("[[metadata.tool]]\nname = \"docker\"\nmian = [\"x\"]\n").unwrap_err();
         assert!(
-            e.to_string().starts_with("t.toml:3: unknown field `mian`"),
+            e.to_string()
+                .starts_with("t.toml:3:1: unknown field `mian`"),
             "{e}"
         );
         let e = one("[[metadata.tool]]\nname = \"Docker!\"\nmain = [\"a b\", \"c\", \"c\"]\n")
             .unwrap_err();
         assert_eq!(e.errors.len(), 3, "{e}");
-        assert!(e.errors[0].starts_with("t.toml:2: tool name"), "{e}");
+        assert!(e.errors[0].starts_with("t.toml:2:8: tool name"), "{e}");
         assert!(e.errors[2].contains("listed twice"), "{e}");
         let e = one("[tool]\n").unwrap_err();
         assert!(
-            e.to_string().starts_with("t.toml:1: unknown field `tool`"),
+            e.to_string()
+                .starts_with("t.toml:1:2: unknown field `tool`"),
             "{e}"
         );
     }

@@ -66,13 +66,15 @@ pub fn severity_word(ev: &Event) -> &'static str {
 /// the bidi/line-separator characters are also written as `\uXXXX` (still the
 /// same JSON string) so a terminal or a line reader never sees them raw.
 pub fn json_line(ev: &Event) -> String {
-    let raw = serde_json::to_string(ev).unwrap_or_else(|e| {
-        format!(
-            "{{\"error\":\"cannot serialize event: {}\"}}",
-            e.to_string().replace('"', "'")
-        )
-    });
+    let raw = serde_json::to_string(ev).unwrap_or_else(|e| error_json(&e));
     line_safe_json(&raw)
+}
+
+/// The line written instead of an event that cannot be serialised: still
+/// one valid JSON object, whatever the error text holds (quotes,
+/// backslashes, newlines, controls), because serde_json writes it too.
+pub(crate) fn error_json(e: &dyn std::fmt::Display) -> String {
+    serde_json::json!({ "error": format!("cannot serialize event: {e}") }).to_string()
 }
 
 /// Serialised JSON with DEL, C1 and the invisible format characters written

@@ -280,3 +280,25 @@ fn severity_table() {
     ev.event.severity = None;
     assert_eq!(syslog_severity(&ev) as u8, 6);
 }
+
+#[test]
+fn error_fallback_is_one_valid_json_line_whatever_the_message() {
+    for msg in [
+        "plain",
+        "a \"quoted\" key",
+        "back\\slash \\u0041 and \\",
+        "new\nline\r\tand \u{0}\u{1b}[31m",
+        "\u{2028}\u{7f}\u{85} \u{fffd}",
+    ] {
+        let line = line_safe_json(&error_json(&msg));
+        assert!(!line.contains('\n') && !line.contains('\r'), "{line}");
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert_eq!(
+            v["error"],
+            format!("cannot serialize event: {msg}"),
+            "{line}"
+        );
+        assert_eq!(v.as_object().unwrap().len(), 1);
+    }
+}

@@ -3,7 +3,8 @@
 //!
 //! A regular file never blocks for long, so it is written directly. Stdout
 //! may be a pipe whose reader stalls: when it is a pipe or socket it is made
-//! non-blocking and fed from a bounded queue drained on writable readiness.
+//! non-blocking and fed from a queue bounded in bytes, drained on writable
+//! readiness.
 
 use crate::counters::{Counter, Counters};
 
@@ -91,8 +92,9 @@ fn open_append(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Messages held for a stalled stdout reader.
-const STDOUT_QUEUE: usize = 10_000;
+/// Bytes held for a stalled stdout reader (one line can pass 1 MiB; see
+/// queue.rs). Beyond it lines are dropped and counted in `stdout.dropped`.
+pub const STDOUT_QUEUE_BYTES: usize = 32 << 20;
 /// Lines per vectored write (IOV_MAX is 1024 on Linux).
 const WRITEV_MAX: usize = 256;
 
@@ -112,7 +114,7 @@ impl StdoutSink {
         let nonblocking = is_pipe_or_socket(fd) && set_nonblocking(fd);
         StdoutSink {
             nonblocking,
-            queue: Queue::new(STDOUT_QUEUE),
+            queue: Queue::new(usize::MAX, STDOUT_QUEUE_BYTES),
             off: 0,
             errors: 0,
             broken: false,
@@ -178,8 +180,7 @@ impl StdoutSink {
                     if e.kind() == io::ErrorKind::BrokenPipe {
                         self.broken = true;
                         // Nobody will ever read these: count them as lost.
-                        self.queue.dropped += self.queue.len() as u64;
-                        while self.queue.pop().is_some() {}
+                        self.queue.drop_all();
                     }
                 }
             }

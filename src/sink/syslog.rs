@@ -30,6 +30,9 @@ use crate::event::Event;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Bytes held while the collector is away, besides `output.syslog.queue`
+/// messages: whichever bound is met first refuses (and counts) the next.
+pub const SYSLOG_QUEUE_BYTES: usize = 32 << 20;
 /// A TCP connect still pending after this is abandoned and retried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -122,7 +125,7 @@ impl SyslogSink {
                 procid: std::process::id(),
                 max_bytes: cfg.max_message_bytes,
             },
-            queue: Queue::new(cfg.queue),
+            queue: Queue::new(cfg.queue, SYSLOG_QUEUE_BYTES),
             conn: Conn::Down {
                 retry_at: Instant::now(),
             },

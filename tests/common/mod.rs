@@ -7,18 +7,21 @@
 //! nothing behind.
 //!
 //! Most helpers need root; call [`require_root`] first and return early when it
-//! is false so the test is reported as skipped, loudly, instead of failing.
+//! is false. Off CI that is a skip, said loudly and recorded for `make test`'s
+//! summary; with `CI=true` or `EXECSENTRY_REQUIRE_ALL=1` every skip (no root,
+//! no Docker, no runc, no `go`) is a failure instead: see [`skip`].
 
 // Every test binary compiles this module but uses only part of it.
 #![allow(dead_code, unused_imports)]
 
 mod docker;
 pub mod events;
+pub mod faults;
 pub mod rsyslog;
 mod runc;
 mod sensor;
 
-pub use docker::{DockerContainer, TEST_IMAGE, docker_available};
+pub use docker::{DockerContainer, TEST_IMAGE, docker_available, docker_up};
 pub use runc::{RuncContainer, runc_available};
 pub use sensor::Sensor;
 
@@ -39,17 +42,79 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// True when running as root; otherwise prints a skip line that stands out in
-/// `cargo test` output, so a non-root run is never mistaken for a pass.
-pub fn require_root() -> bool {
-    if is_root() {
-        return true;
+/// Whether a test may not skip: in CI (`CI=true`, as CI services set it)
+/// or when asked with `EXECSENTRY_REQUIRE_ALL=1` (`.ci/run` does).
+pub fn require_all() -> bool {
+    let on = |k: &str, v: &[&str]| std::env::var(k).is_ok_and(|x| v.contains(&x.as_str()));
+    on("CI", &["true", "1"]) || on("EXECSENTRY_REQUIRE_ALL", &["1", "true"])
+}
+
+/// The test that is running: libtest names each test's thread after it.
+fn test_name() -> String {
+    let bin = std::env::args()
+        .next()
+        .and_then(|a| {
+            Path::new(&a)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+        })
+        .map(|f| match f.rsplit_once('-') {
+            Some((name, hash)) if hash.bytes().all(|b| b.is_ascii_hexdigit()) => name.to_string(),
+            _ => f,
+        })
+        .unwrap_or_default();
+    let test = std::thread::current().name().unwrap_or("main").to_string();
+    format!("{bin}::{test}")
+}
+
+/// Where skips are recorded for `make test`'s summary (it sets the path).
+fn skip_log() -> PathBuf {
+    std::env::var_os("EXECSENTRY_SKIP_LOG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped.log"))
+}
+
+/// A test cannot run here because `why` (no root, a missing tool). With
+/// [`require_all`] that is a failure: this panics with the reason. Otherwise
+/// it prints a line that stands out, appends it to the skip log so the run's
+/// summary lists it, and returns false for the caller to return on.
+pub fn skip(why: &str) -> bool {
+    let name = test_name();
+    let line = format!("{name}: {why}");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(skip_log())
+    {
+        use std::io::Write;
+        let tag = if require_all() { "FAILED" } else { "SKIPPED" };
+        let _ = writeln!(f, "{tag} {line}");
     }
-    eprintln!(
-        "\n*** SKIPPED {}: needs root (real kernel events and containers) ***\n",
-        std::thread::current().name().unwrap_or("test")
-    );
+    if require_all() {
+        panic!(
+            "{line} (CI/EXECSENTRY_REQUIRE_ALL: a test that cannot run fails; tests/support/setup.sh installs what is needed)"
+        );
+    }
+    eprintln!("\n*** SKIPPED {line} ***\n");
     false
+}
+
+/// True when running as root; otherwise a [`skip`] (a failure in CI).
+pub fn require_root() -> bool {
+    is_root() || skip("needs root (real kernel events and containers)")
+}
+
+/// True when `tool` runs (`tool <arg>` exits 0); otherwise a [`skip`].
+pub fn require_tool(tool: &str, arg: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg(arg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok || skip(&format!(
+        "`{tool}` not found or not working (tests/support/setup.sh installs it)"
+    ))
 }
 
 /// The repository root (where Cargo.toml is).
@@ -285,10 +350,14 @@ pub enum AnyContainer {
 
 impl AnyContainer {
     pub fn start() -> AnyContainer {
-        if docker_available() {
+        if docker_up() {
             let c = DockerContainer::run(TEST_IMAGE, &["sleep", "300"], &[]);
             assert!(c.wait_running(std::time::Duration::from_secs(10)));
             return AnyContainer::Docker(c);
+        }
+        if require_all() {
+            // In CI the Docker path must be the one tested.
+            skip("docker not available: the runc fallback is not taken in CI");
         }
         assert!(runc_available(), "neither docker nor runc");
         eprintln!("docker NOT available: using runc");

@@ -3,8 +3,10 @@
 # a running Docker daemon and the local busybox image the container tests use.
 #
 # Idempotent: every step checks first and does nothing when already done, so
-# `make test` can call it on every run. It never fails because Docker cannot
-# start: the container tests fall back to runc, and this script says so.
+# `make test` can call it on every run. Off CI it does not fail because Docker
+# cannot start (the container tests fall back to runc, and this script says
+# so); with CI=true or EXECSENTRY_REQUIRE_ALL=1 that is an error, since those
+# tests would then fail rather than skip.
 set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*"; }
@@ -17,12 +19,13 @@ DOCKERD_LOG="${EXECSENTRY_DOCKERD_LOG:-/tmp/execsentry-dockerd.log}"
 #   docker.io runc busybox-static  real containers and the busybox rootfs
 #   rsyslog rsyslog-gnutls gnutls-bin openssl  syslog / TLS sink tests
 #   forkstat                        comparison in `make bench`
-#   util-linux (script, setpriv)    a pty for `docker exec -it`, dropping caps
+#   bsdutils (script), util-linux (setpriv)  a pty for `docker exec -it`, dropping caps
+#   golang-go                       Go binaries for the identity tests
 #   libcap2-bin (capsh)             dropping CAP_NET_ADMIN for the self-check test
 #   procps (pgrep, ps), tar         cleanup checks, building the rootfs tarball
 #   gcc, libc6-dev, python3         the bench's storm driver and its reader
 PACKAGES=(docker.io runc busybox-static rsyslog rsyslog-gnutls gnutls-bin
-	openssl forkstat util-linux libcap2-bin procps tar gcc libc6-dev python3 golang-go)
+	openssl forkstat bsdutils util-linux libcap2-bin procps tar gcc libc6-dev python3 golang-go)
 
 install_packages() {
 	local missing=() p
@@ -38,6 +41,10 @@ install_packages() {
 	fi
 	if [ "$(id -u)" -ne 0 ]; then
 		log "packages missing (${missing[*]}) but not root: skipping apt-get"
+		if require_all; then
+			log "ERROR: with CI/EXECSENTRY_REQUIRE_ALL the tests needing them would fail"
+			exit 1
+		fi
 		return
 	fi
 	log "apt-get install ${missing[*]}"
@@ -131,16 +138,45 @@ build_image() {
 	tar -C "$root" -c . | docker import -c 'ENV PATH=/bin' -c 'CMD ["/bin/sh"]' - "$IMAGE" >/dev/null
 }
 
+# The tests' own rule (tests/common `require_all`): in CI nothing may skip.
+require_all() {
+	[[ "${CI:-}" == true || "${CI:-}" == 1 || "${EXECSENTRY_REQUIRE_ALL:-}" == 1 || "${EXECSENTRY_REQUIRE_ALL:-}" == true ]]
+}
+
 main() {
 	install_packages
 	rust_components
 	if start_dockerd && build_image; then
 		echo "docker: available (image $IMAGE)"
 	else
+		if require_all; then
+			log "ERROR: docker is NOT available; with CI/EXECSENTRY_REQUIRE_ALL the container tests would fail"
+			exit 1
+		fi
 		echo "docker: NOT available, tests fall back to runc"
 	fi
-	if command -v runc >/dev/null 2>&1; then
-		log "runc: $(runc --version | sed -n 1p)"
+	check_tools
+}
+
+# The tools the live tests run, each asked for its version: a package can
+# be installed and its command still not on PATH (or broken).
+check_tools() {
+	local t bad=()
+	for t in "runc --version" "go version" "rsyslogd -v" "busybox --help" "script --version" \
+		"openssl version" "certtool --version" "capsh --help" "setpriv --version"; do
+		# shellcheck disable=SC2086
+		if ! $t >/dev/null 2>&1; then
+			bad+=("${t%% *}")
+		fi
+	done
+	if [ "${#bad[@]}" -eq 0 ]; then
+		log "tools: runc $(runc --version | sed -n 1p | awk '{print $3}'), $(go version | awk '{print $3}'), rsyslogd, busybox: all run"
+		return
+	fi
+	log "tools that do not run: ${bad[*]}"
+	if require_all; then
+		log "ERROR: with CI/EXECSENTRY_REQUIRE_ALL the tests needing them would fail"
+		exit 1
 	fi
 }
 
