@@ -325,6 +325,7 @@ impl Pipeline {
             facts,
             parent: parent_entry,
             parent_pid: parent.map_or(ppid, |k| k.pid),
+            table: Some(&self.table),
             host: &self.host,
             sequence: self.sequence,
             event_id: format!("{:016x}-{}", self.run_id, self.sequence),
