@@ -83,6 +83,12 @@ pub struct BadInput(pub String);
 pub struct SetupError(pub String);
 
 pub fn load_rules(paths: &[PathBuf]) -> Result<RuleSet> {
+    load_rules_with(paths, crate::rules::Unsupported::Error)
+}
+
+/// [`load_rules`] under `sensor.unsupported_rules`; each skipped file is
+/// logged with its `file:line:col` reasons.
+pub fn load_rules_with(paths: &[PathBuf], mode: crate::rules::Unsupported) -> Result<RuleSet> {
     let existing: Vec<PathBuf> = paths
         .iter()
         .filter(|p| {
@@ -95,7 +101,15 @@ pub fn load_rules(paths: &[PathBuf]) -> Result<RuleSet> {
         .cloned()
         .collect();
     privilege::check_owned_by_root(&existing)?;
-    RuleSet::load(&existing).map_err(|e| anyhow::anyhow!("{e}"))
+    let set = RuleSet::load_with(&existing, mode).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for s in set.skipped() {
+        log::warn!(
+            "skipped rule file {} (unsupported_rules = \"skip\"): {}",
+            s.file,
+            s.reasons.join("; ")
+        );
+    }
+    Ok(set)
 }
 
 /// An enabled `action = "deny"` rule without `sensor.enforce` would look
@@ -128,7 +142,7 @@ fn apply_overrides(opts: &RunOptions) -> Config {
 
 pub fn run(opts: RunOptions) -> Result<()> {
     let cfg = apply_overrides(&opts);
-    let rules = load_rules(&cfg.sensor.rules)?;
+    let rules = load_rules_with(&cfg.sensor.rules, cfg.sensor.unsupported_rules)?;
     check_enforcement(&rules, cfg.sensor.enforce)?;
     log::info!("loaded {} rules", rules.len());
 
@@ -149,7 +163,8 @@ pub fn run(opts: RunOptions) -> Result<()> {
 
     let procfs = ProcFs::host();
     let host = enrich::host_context(&procfs).context("reading host facts from /proc")?;
-    let reader = ProcReader::new(procfs, cfg.sensor.max_args_bytes);
+    let mut reader = ProcReader::new(procfs, cfg.sensor.max_args_bytes);
+    reader.env_vars = cfg.sensor.capture_env_vars.clone();
     let table = ProcessTable::new(cfg.sensor.table_size, EXIT_GRACE_MS);
     let metadata = crate::metadata::Metadata::new(&cfg.metadata);
     let mut pipeline = Pipeline::new(
@@ -742,10 +757,14 @@ impl Loop {
             self.pipeline.host.users = enrich::parse_passwd(&text);
         }
         // The config is read once: its rule paths are what gets reloaded.
+        let mut mode = crate::rules::Unsupported::Error;
         let paths = match (&self.cli_rules, &self.opts_config) {
             (Some(r), _) => r.clone(),
             (None, Some(path)) => match Config::load(path) {
-                Ok(c) => c.sensor.rules,
+                Ok(c) => {
+                    mode = c.sensor.unsupported_rules;
+                    c.sensor.rules
+                }
                 Err(e) => {
                     log::error!("reload: {e}; keeping the running configuration");
                     return;
@@ -753,7 +772,7 @@ impl Loop {
             },
             (None, None) => Config::default().sensor.rules,
         };
-        match load_rules(&paths).and_then(|r| {
+        match load_rules_with(&paths, mode).and_then(|r| {
             check_enforcement(&r, self.enforce)?;
             Ok(r)
         }) {

@@ -63,11 +63,18 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             config,
         } => replay(&input, rules, config.as_deref()),
         Command::Rules { action } => match action {
-            RulesAction::Check { paths } => {
+            RulesAction::Check {
+                paths,
+                summary: false,
+            } => {
                 let set = load_rules_or_default(paths)?;
                 println!("ok: {} rules", set.len());
                 Ok(ExitCode::SUCCESS)
             }
+            RulesAction::Check {
+                paths,
+                summary: true,
+            } => rules_summary(paths),
             RulesAction::Test { paths } => rules_test(load_rules_or_default(paths)?),
         },
         Command::Config {
@@ -123,21 +130,67 @@ fn load_config(path: Option<&Path>) -> Result<(Config, Option<PathBuf>)> {
 }
 
 fn load_rules_or_default(paths: Vec<PathBuf>) -> Result<RuleSet> {
+    let cfg = load_config(None)?.0;
     let paths = if paths.is_empty() {
-        load_config(None)?.0.sensor.rules
+        cfg.sensor.rules
     } else {
         paths
     };
-    daemon::load_rules(&paths).map_err(|e| BadInput(format!("{e:#}")).into())
+    daemon::load_rules_with(&paths, cfg.sensor.unsupported_rules)
+        .map_err(|e| BadInput(format!("{e:#}")).into())
+}
+
+/// `rules check --summary`: loads every file that can be loaded and says
+/// what was left out and why.
+fn rules_summary(paths: Vec<PathBuf>) -> Result<ExitCode> {
+    let cfg = load_config(None)?.0;
+    let paths = if paths.is_empty() {
+        cfg.sensor.rules.clone()
+    } else {
+        paths
+    };
+    execsentry::privilege::check_owned_by_root(&paths).map_err(|e| BadInput(e.to_string()))?;
+    let mut out = io::stdout().lock();
+    match RuleSet::load_with(&paths, rules::Unsupported::Skip) {
+        Ok(set) => {
+            let skipped = set.skipped();
+            writeln!(out, "loaded: {} rules", set.len())?;
+            writeln!(out, "skipped: {} files", skipped.len())?;
+            for s in skipped {
+                for r in &s.reasons {
+                    writeln!(out, "  {r}")?;
+                }
+            }
+            if !skipped.is_empty() && cfg.sensor.unsupported_rules == rules::Unsupported::Error {
+                writeln!(
+                    out,
+                    "with sensor.unsupported_rules = \"error\" (configured) the sensor would refuse \
+                     these rules; set it to \"skip\" to run the {} that load",
+                    set.len()
+                )?;
+                return Ok(ExitCode::from(2));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            writeln!(out, "loaded: 0 rules")?;
+            for r in &e.errors {
+                writeln!(out, "  {r}")?;
+            }
+            Ok(ExitCode::from(2))
+        }
+    }
 }
 
 fn replay(input: &Path, rules: Vec<PathBuf>, config: Option<&Path>) -> Result<ExitCode> {
+    let cfg = load_config(config)?.0;
     let rule_paths = if rules.is_empty() {
-        load_config(config)?.0.sensor.rules
+        cfg.sensor.rules
     } else {
         rules
     };
-    let set = daemon::load_rules(&rule_paths).map_err(|e| BadInput(format!("{e:#}")))?;
+    let set = daemon::load_rules_with(&rule_paths, cfg.sensor.unsupported_rules)
+        .map_err(|e| BadInput(format!("{e:#}")))?;
     let reader: Box<dyn BufRead> = if input == Path::new("-") {
         Box::new(BufReader::new(io::stdin()))
     } else {
