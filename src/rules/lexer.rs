@@ -210,7 +210,7 @@ mod tests {
                 Tok::Eof
             ]
         );
-        assert_eq!(t[1].pos, 28);
+        assert_eq!(t[1].pos, 26);
         assert_eq!(lex("a /* open").unwrap_err().pos, 2);
         assert!(lex("a ? b").is_err());
     }

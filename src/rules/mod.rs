@@ -25,14 +25,15 @@ mod lexer;
 mod load;
 mod matchers;
 mod parser;
+mod replay;
 mod spans;
 mod testcase;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-pub use alert::{ReplayStats, replay};
 pub use fields::FIELDS;
+pub use replay::{ReplayStats, replay};
 
 use crate::event::Event;
 use load::{Item, RuleDef};
