@@ -460,6 +460,12 @@ pub struct ExeIdentity {
     pub tool: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub go: Option<GoFacts>,
+    /// The process exec'd its parent's own program again (`/proc/self/exe`
+    /// or a memfd copy of it), as container runtimes do to start helpers
+    /// (`runc init`, dockerd's `docker-untar`, the containerd shim): the
+    /// name it then carries (`exe`, `runc:[2:INIT]`) is no rename.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub reexec: bool,
 }
 
 /// `execsentry.exe.go.*`, from the binary's `.go.buildinfo`.

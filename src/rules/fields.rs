@@ -176,6 +176,7 @@ fields! {
     "execsentry.args_truncated": Bool => |e| Val::Bool(e.execsentry.args_truncated);
     "execsentry.args_source": Str => |e| s(&e.execsentry.args_source);
     "execsentry.exe.tool": Str => |e| e.execsentry.exe.as_ref().map_or(Val::Missing, |x| os(&x.tool));
+    "execsentry.exe.reexec": Bool => |e| e.execsentry.exe.as_ref().map_or(Val::Missing, |x| Val::Bool(x.reexec));
     "execsentry.exe.go.main": Str => |e| e.execsentry.exe.as_ref().and_then(|x| x.go.as_ref()).map_or(Val::Missing, |g| s(&g.main));
     "execsentry.exe.go.version": Str => |e| e.execsentry.exe.as_ref().and_then(|x| x.go.as_ref()).map_or(Val::Missing, |g| s(&g.version));
     "process.hash.sha256": Str => |e| e.process.hash.as_ref().map_or(Val::Missing, |h| os(&h.sha256));
@@ -255,6 +256,7 @@ mod tests {
                 main: "github.com/docker/cli/cmd/docker".into(),
                 version: "go1.22.1".into(),
             }),
+            ..Default::default()
         });
         let get = |n: &str| (FIELDS[lookup(n).unwrap()].get)(&e);
         assert!(matches!(get("execsentry.exe.tool"), Val::Str("docker")));
