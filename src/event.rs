@@ -462,8 +462,10 @@ pub struct ExeIdentity {
     pub go: Option<GoFacts>,
     /// The process exec'd its parent's own program again (`/proc/self/exe`
     /// or a memfd copy of it), as container runtimes do to start helpers
-    /// (`runc init`, dockerd's `docker-untar`, the containerd shim): the
-    /// name it then carries (`exe`, `runc:[2:INIT]`) is no rename.
+    /// (`runc init`, dockerd's `docker-untar`, the containerd shim), or a
+    /// runtime ran another runtime's installed program through
+    /// `/proc/<pid>/exe` (a hook): the name it then carries (`exe`,
+    /// `runc:[2:INIT]`) is no rename.
     #[serde(default, skip_serializing_if = "is_false")]
     pub reexec: bool,
 }

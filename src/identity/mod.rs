@@ -194,9 +194,9 @@ impl Identifier {
     /// program run again: the same file (through `/proc/self/exe`, however
     /// `/proc/<pid>/exe` then reads), the same path (the parent may have
     /// exited), or a memfd copy of a parent that is the same tool (runc
-    /// clones itself into a memfd before `runc init`). A copy of a tool
-    /// renamed and started from a shell has a shell for a parent, so it is
-    /// never a re-exec.
+    /// clones itself into a memfd before `runc init`); or a runtime hook
+    /// (below). A copy of a tool renamed and started from a shell has a
+    /// shell for a parent, so it is never a re-exec.
     fn is_reexec(&mut self, proc_root: &Path, pid: u32, tool: &str, ev: &Event) -> bool {
         let ppid = ev.process.parent.pid;
         let exe = &ev.process.executable;
@@ -216,11 +216,18 @@ impl Identifier {
         {
             return true;
         }
-        exe.starts_with("/memfd:")
-            && self
-                .lookup_counted(proc_root, ppid, false)
-                .and_then(|k| k.exe.as_ref().and_then(|x| x.tool.clone()))
-                .is_some_and(|t| t == tool)
+        let parent_tool = self
+            .lookup_counted(proc_root, ppid, false)
+            .and_then(|k| k.exe.as_ref().and_then(|x| x.tool.clone()));
+        if exe.starts_with("/memfd:") {
+            return parent_tool.is_some_and(|t| t == tool);
+        }
+        // A runtime running another runtime's installed program through
+        // `/proc/<pid>/exe` (the comm is then `exe`): runc starting dockerd's
+        // `libnetwork-setkey` prestart hook. The file is the tool's own,
+        // under its own name, and the caller is a runtime.
+        let base = exe.rsplit('/').next().unwrap_or(exe);
+        ev.process.name == "exe" && base == tool && parent_tool.is_some()
     }
 
     fn apply(known: &Known, ev: &mut Event) {
