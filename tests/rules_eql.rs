@@ -5,6 +5,7 @@
 //! wildcards, multi-valued fields, `in` lists, `?`), the clear errors for
 //! fields of other event kinds, `unsupported_rules = "skip"`, and replay of
 //! an event shaped as Elastic Defend writes it.
+#![recursion_limit = "256"]
 
 mod common;
 
@@ -74,7 +75,7 @@ fn skip_mode_loads_the_rest_and_says_why_for_each_file() {
     let err = RuleSet::from_sources(&files).unwrap_err().to_string();
     assert!(
         err.contains(
-            "auditd.toml:7:15: auditd.data.syscall is a field of Auditbeat's auditd events"
+            "auditd.toml:8:15: auditd.data.syscall is a field of Auditbeat's auditd events"
         ),
         "{err}"
     );
@@ -84,7 +85,7 @@ fn skip_mode_loads_the_rest_and_says_why_for_each_file() {
     assert_eq!(set.len(), 1);
     let skipped: Vec<&str> = set.skipped().iter().map(|s| s.file.as_str()).collect();
     assert_eq!(skipped, ["auditd.toml", "typo.toml", "broken.toml"]);
-    assert!(set.skipped()[1].reasons[0].starts_with("typo.toml:7:15: unknown field"));
+    assert!(set.skipped()[1].reasons[0].starts_with("typo.toml:8:15: unknown field"));
     // Skipping everything leaves nothing to run: an error, not an idle sensor.
     let e = RuleSet::from_sources_with(&files[1..], Unsupported::Skip).unwrap_err();
     assert!(e.errors[0].contains("no rule loaded"), "{e}");
