@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::container::ContainerInfo;
 use crate::event::{EntryLeader, EntryMeta, Leader};
-use crate::process_table::{Entry, Image, ProcKey, ProcessTable};
+use crate::process_table::{Entry, Image, MAX_IMAGE_ARGS_BYTES, ProcKey, ProcessTable};
 
 /// Programs that accept remote logins and hand each session to a child.
 const SSHD: &[&str] = &["sshd", "sshd-session"];
@@ -65,6 +65,20 @@ fn entry_kind(me: &SelfFacts<'_>, parent: Option<&Entry>) -> Option<&'static str
     None
 }
 
+/// The leader's argv as every descendant carries it (and the table keeps
+/// it for each): cut to the table's per-entry argv budget, whole arguments.
+fn capped_args(args: &[String]) -> Vec<String> {
+    let mut budget = MAX_IMAGE_ARGS_BYTES;
+    args.iter()
+        .take_while(|a| {
+            let fits = a.len() <= budget;
+            budget = budget.saturating_sub(a.len());
+            fits
+        })
+        .cloned()
+        .collect()
+}
+
 /// The entry leader of the exec'ing process. A process in a container
 /// always has one of type `container` (the seed rules key on it), even when
 /// the container's first process was not seen.
@@ -75,7 +89,7 @@ pub fn entry_leader(me: &SelfFacts<'_>, parent: Option<&Entry>) -> Option<EntryL
             entity_id: me.entity_id.to_string(),
             name: me.name.to_string(),
             executable: me.executable.to_string(),
-            args: me.args.to_vec(),
+            args: capped_args(me.args),
             same_as_process: Some(true),
             entry_meta: EntryMeta {
                 meta_type: kind.into(),
@@ -229,6 +243,16 @@ mod tests {
         // Unknown parent: still marked as in a container.
         let orphan = entry_leader(&me(62, "id", Some(&c)), None).unwrap();
         assert_eq!(orphan.entry_meta.meta_type, "container");
+    }
+
+    #[test]
+    fn leader_args_are_bounded() {
+        let big = vec!["x".repeat(3000), "y".repeat(3000)];
+        let mut m = me(70, "sh", None);
+        m.args = &big;
+        let sshd = entry(69, "sshd", None, None);
+        let l = entry_leader(&m, Some(&sshd)).unwrap();
+        assert_eq!(l.args.len(), 1);
     }
 
     #[test]
