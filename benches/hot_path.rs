@@ -97,6 +97,7 @@ fn shape(f: &ProcFacts, host: &HostContext) -> Event {
         facts: f,
         parent: None,
         parent_pid: 1,
+        table: None,
         host,
         sequence: 1,
         event_id: "bench-1".into(),

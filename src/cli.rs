@@ -109,6 +109,12 @@ pub enum RulesAction {
     Check {
         /// Rule files or directories [default: the configured rules].
         paths: Vec<PathBuf>,
+        /// Load what can be loaded and print how many rules loaded, how
+        /// many files were skipped, and why each was. Exits 2 if any was
+        /// skipped while `sensor.unsupported_rules` is "error" (the
+        /// sensor would refuse to start), or if none loaded.
+        #[arg(long)]
+        summary: bool,
     },
     /// Run every rule's `[[rule.test]]` cases and print a pass/fail table.
     Test { paths: Vec<PathBuf> },

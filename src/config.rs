@@ -41,6 +41,13 @@ pub struct SensorConfig {
     /// Seconds between `stats:` self-log lines, written when a loss counter
     /// moved.
     pub stats_interval: u64,
+    /// A rule file that cannot be loaded (syntax, unknown field, a field of
+    /// another event kind): `error` refuses to start, `skip` logs the file
+    /// with its `file:line:col` reason, counts it and loads the rest.
+    pub unsupported_rules: crate::rules::Unsupported,
+    /// Environment variables whose `NAME=value` goes into
+    /// `process.env_vars`; empty (the default) turns the field off.
+    pub capture_env_vars: Vec<String>,
 }
 
 impl Default for SensorConfig {
@@ -56,6 +63,8 @@ impl Default for SensorConfig {
             capture: "auto".into(),
             enforce: false,
             stats_interval: 300,
+            unsupported_rules: crate::rules::Unsupported::Error,
+            capture_env_vars: Vec::new(),
         }
     }
 }
@@ -355,6 +364,17 @@ impl Config {
         if s.table_size == 0 {
             return Err(bad("sensor", "table_size", "must be at least 1".into()));
         }
+        if let Some(bad_name) = s
+            .capture_env_vars
+            .iter()
+            .find(|n| n.is_empty() || n.contains(['=', '\0']))
+        {
+            return Err(bad(
+                "sensor",
+                "capture_env_vars",
+                format!("`{bad_name}` is not an environment variable name"),
+            ));
+        }
         if s.max_args_bytes < 256 {
             return Err(bad(
                 "sensor",
@@ -519,6 +539,25 @@ mod tests {
     fn to_toml_round_trips() {
         let cfg = Config::default();
         assert_eq!(Config::from_str("x", &cfg.to_toml()).unwrap(), cfg);
+    }
+
+    #[test]
+    fn unsupported_rules_and_env_vars_keys() {
+        let c = Config::from_str(
+            "x",
+            "[sensor]\nunsupported_rules = \"skip\"\ncapture_env_vars = [\"HTTP_PROXY\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.sensor.unsupported_rules, crate::rules::Unsupported::Skip);
+        assert_eq!(c.sensor.capture_env_vars, vec!["HTTP_PROXY".to_string()]);
+        assert_eq!(
+            Config::default().sensor.unsupported_rules,
+            crate::rules::Unsupported::Error
+        );
+        let e = err("[sensor]\nunsupported_rules = \"ignore\"\n");
+        assert!(e.starts_with("t.toml:2:"), "{e}");
+        let e = err("[sensor]\ncapture_env_vars = [\"A=B\"]\n");
+        assert!(e.contains("capture_env_vars"), "{e}");
     }
 
     #[test]

@@ -84,6 +84,8 @@ registry! {
     // The process table.
     TableLive = "table_live", Gauge, Table;
     TableEvictions = "table_evictions", Loss, Table;
+    // Rule files left out under `unsupported_rules = "skip"`.
+    RulesSkipped = "rules.skipped", Loss, Rules;
     // The exec join.
     CapturesMatched = "captures.matched", Throughput, Join;
     CapturesMismatched = "captures.mismatched", Loss, Join;

@@ -12,13 +12,14 @@ use std::sync::Arc;
 use crate::bytes;
 use crate::container::{self, ContainerInfo};
 use crate::event::{
-    Capabilities, CharDevice, Container, EntryLeader, EntryMeta, Event, EventMeta, Group, Host,
-    HostOs, Namespaces, Orchestrator, OrchestratorResource, Parent, Process, SensorFacts, Thread,
+    Capabilities, CharDevice, Container, EcsGroup, EcsUser, Event, EventMeta, Group, Host, HostOs,
+    IdExt, Namespaces, Orchestrator, OrchestratorResource, Parent, Process, SensorFacts, Thread,
     Tty, User,
 };
 use crate::fanotify::ExecCapture;
-use crate::process_table::{Entry, Image, MAX_IMAGE_ARGS_BYTES, ProcKey};
+use crate::process_table::{Entry, Image, MAX_IMAGE_ARGS_BYTES, ProcKey, ProcessTable};
 use crate::procfs::{self, PidDir, ProcFs, Stat, Status};
+use crate::session::{self, SelfFacts};
 
 /// Facts about the host, read once at start.
 #[derive(Debug, Clone, Default)]
@@ -57,6 +58,26 @@ pub struct ProcFacts {
     pub interpreter: Option<Vec<u8>>,
     /// The executable's identity at exec time, from a capture.
     pub exe_file: Option<crate::identity::FileKey>,
+    /// `process.env_vars` (see [`crate::envvars`]) and where they came from.
+    pub env_vars: Vec<String>,
+    pub env_vars_source: Option<&'static str>,
+    /// A listed variable did not fit in the byte budget.
+    pub env_vars_truncated: bool,
+}
+
+impl ProcFacts {
+    /// Fills `process.env_vars` from an exec's `envp` (a capture source's),
+    /// keeping only `names`, within what the args left of `budget` bytes.
+    pub fn set_env_from_envp(&mut self, envp: &[u8], names: &[String], budget: usize) {
+        if names.is_empty() {
+            return;
+        }
+        let left = budget.saturating_sub(self.cmdline.len());
+        let (vars, cut) = crate::envvars::filter(envp, names, left);
+        self.env_vars = vars;
+        self.env_vars_truncated = cut;
+        self.env_vars_source = Some(crate::envvars::FROM_CAPTURE);
+    }
 }
 
 impl ProcFacts {
@@ -69,6 +90,8 @@ impl ProcFacts {
 pub struct ProcReader {
     pub procfs: ProcFs,
     pub max_args_bytes: usize,
+    /// `sensor.capture_env_vars`: empty turns `process.env_vars` off.
+    pub env_vars: Vec<String>,
 }
 
 impl ProcReader {
@@ -76,6 +99,7 @@ impl ProcReader {
         ProcReader {
             procfs,
             max_args_bytes,
+            env_vars: Vec::new(),
         }
     }
 
@@ -162,6 +186,13 @@ impl ProcReader {
             f.cwd = d.cwd().ok();
             f.loginuid = d.loginuid().ok().flatten();
             f.sessionid = d.sessionid().ok().flatten();
+            if !self.env_vars.is_empty()
+                && f.env_vars_source.is_none()
+                && let Ok(envp) = crate::envvars::read_environ(self.procfs.root(), pid)
+            {
+                f.set_env_from_envp(&envp, &self.env_vars, self.max_args_bytes);
+                f.env_vars_source = Some(crate::envvars::FROM_PROC);
+            }
         }
         f
     }
@@ -177,6 +208,8 @@ pub struct EventInput<'a> {
     pub facts: &'a ProcFacts,
     pub parent: Option<&'a Entry>,
     pub parent_pid: u32,
+    /// For `process.session_leader` / `group_leader` (none: not looked up).
+    pub table: Option<&'a ProcessTable>,
     pub host: &'a HostContext,
     pub sequence: u64,
     pub event_id: String,
@@ -215,27 +248,61 @@ pub fn build_event(inp: &EventInput<'_>) -> Event {
         f.ns.as_ref()
             .and_then(|ns| container::detect(&f.cgroup, ns, &host.host_ns))
             .or_else(|| f.known_container.clone());
-    let (uid, gid, ruid, caps) = match &f.status {
+    let (uid, gid, ruid, rgid, caps) = match &f.status {
         Some(s) => (
             Some(s.uid[1]),
             Some(s.gid[1]),
             Some(s.uid[0]),
+            Some(s.gid[0]),
             procfs::cap_names(s.cap_eff),
         ),
-        None => (None, None, None, vec![]),
+        None => (None, None, None, None, vec![]),
     };
     let tty_nr = f.stat.as_ref().map_or(0, |s| s.tty_nr);
     let key = ProcKey {
         pid: f.pid,
         start_ticks: f.start_ticks(),
     };
+    let eid = entity_id(host.id_seed, key);
+    let command_line = bytes::command_line(&args);
+    let me = SelfFacts {
+        key,
+        entity_id: &eid,
+        name: &name,
+        executable: &executable,
+        args: &args,
+        session: f.stat.as_ref().map_or(0, |s| s.session),
+        pgrp: f.stat.as_ref().map_or(0, |s| s.pgrp),
+        tty_nr,
+        container: container.as_ref(),
+    };
+    let entry_leader = session::entry_leader(&me, inp.parent);
+    let (session_leader, group_leader) =
+        session::leaders(&me, inp.table, &|k| entity_id(host.id_seed, k));
+    let user_name = uid
+        .filter(|_| container.is_none())
+        .and_then(|u| host.users.get(&u).cloned());
+    let id_str = |v: Option<u32>| v.map(|u| u.to_string()).unwrap_or_default();
+    let top_user = uid.map(|u| EcsUser {
+        id: u.to_string(),
+        name: user_name.clone(),
+        ext: ruid.map(|r| IdExt {
+            real: Some(Group { id: r.to_string() }),
+        }),
+    });
+    let top_group = gid.map(|g| EcsGroup {
+        id: g.to_string(),
+        ext: rgid.map(|r| IdExt {
+            real: Some(Group { id: r.to_string() }),
+        }),
+    });
     let process = Process {
         pid: f.pid,
-        entity_id: entity_id(host.id_seed, key),
+        entity_id: eid.clone(),
         executable,
         name,
         args_count: args.len() as u32,
-        command_line: bytes::command_line(&args),
+        command_line,
         args,
         working_directory: f.cwd.as_deref().map(|c| bytes::render(c).0.into_owned()),
         start: f.stat.as_ref().map(|s| start_time(host, s.start_ticks)),
@@ -244,29 +311,25 @@ pub fn build_event(inp: &EventInput<'_>) -> Event {
             char_device: CharDevice { major, minor },
         }),
         user: User {
-            id: uid.map(|u| u.to_string()).unwrap_or_default(),
+            id: id_str(uid),
             // Names come from the host's passwd, which says nothing about
             // users inside a container.
-            name: uid
-                .filter(|_| container.is_none())
-                .and_then(|u| host.users.get(&u).cloned()),
+            name: user_name,
         },
-        group: Group {
-            id: gid.map(|g| g.to_string()).unwrap_or_default(),
-        },
-        real_user: ruid.filter(|r| Some(*r) != uid).map(|r| User {
+        group: Group { id: id_str(gid) },
+        real_user: ruid.map(|r| User {
             id: r.to_string(),
             name: None,
         }),
+        real_group: rgid.map(|r| Group { id: r.to_string() }),
         thread: (!caps.is_empty()).then_some(Thread {
             capabilities: Capabilities { effective: caps },
         }),
         parent: parent_fields(inp.parent, inp.parent_pid, host.id_seed),
-        entry_leader: container.as_ref().map(|_| EntryLeader {
-            entry_meta: EntryMeta {
-                meta_type: "container".into(),
-            },
-        }),
+        entry_leader,
+        session_leader,
+        group_leader,
+        env_vars: f.env_vars.clone(),
         // Filled by `identity` after the event is shaped.
         hash: None,
     };
@@ -289,6 +352,8 @@ pub fn build_event(inp: &EventInput<'_>) -> Event {
             },
         },
         process,
+        user: top_user,
+        group: top_group,
         container: container.as_ref().map(|c| Container {
             id: c.id.clone(),
             runtime: c.runtime.into(),
@@ -309,6 +374,8 @@ pub fn build_event(inp: &EventInput<'_>) -> Event {
                 .interpreter
                 .as_deref()
                 .map(|i| bytes::render(i).0.into_owned()),
+            env_vars_source: f.env_vars_source.map(str::to_string),
+            env_vars_truncated: f.env_vars_truncated,
             exe: None,
         },
         ..Default::default()
@@ -343,6 +410,12 @@ pub fn image_of(ev: &Event, container: Option<ContainerInfo>) -> Arc<Image> {
         args,
         command_line,
         container,
+        args_count: p.args_count,
+        user_id: p.user.id.clone(),
+        group_id: p.group.id.clone(),
+        working_directory: p.working_directory.clone(),
+        interactive: p.interactive,
+        entry_leader: session::inheritable(p.entry_leader.as_ref()),
     })
 }
 
@@ -392,8 +465,19 @@ fn parent_fields(parent: Option<&Entry>, ppid: u32, seed: u64) -> Parent {
         executable: p.image.executable.clone(),
         name: p.image.name.clone(),
         args: p.image.args.clone(),
+        args_count: (p.image.args_count > 0).then_some(p.image.args_count),
         command_line: p.image.command_line.clone(),
         start: None,
+        working_directory: p.image.working_directory.clone(),
+        // Known only once the parent was enriched (not a fork-only entry).
+        interactive: (!p.image.executable.is_empty()).then_some(p.image.interactive),
+        user: (!p.image.user_id.is_empty()).then(|| User {
+            id: p.image.user_id.clone(),
+            name: None,
+        }),
+        group: (!p.image.group_id.is_empty()).then(|| Group {
+            id: p.image.group_id.clone(),
+        }),
     }
 }
 
@@ -631,6 +715,7 @@ mod tests {
             facts: &facts,
             parent: None,
             parent_pid: 1,
+            table: None,
             host: &host,
             sequence: 7,
             event_id: "x".into(),

@@ -2,6 +2,10 @@
 //! `replay` reads back. Field names follow the Elastic Common Schema so alerts
 //! drop into existing pipelines; sensor-specific facts live under `execsentry`.
 //!
+//! Reading is lenient, so `replay` takes ECS from any producer: every field
+//! is optional and unknown fields are ignored here (rule test events check
+//! for unknown fields themselves).
+//!
 //! Everything here is plain data (no I/O). An alert is an [`Event`] whose
 //! `event.kind` is `"alert"` and whose `rule`/`threat`/`message` are filled.
 
@@ -13,15 +17,59 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// ECS lets a keyword field hold one value or an array of them; exporters
+/// write either. Null reads as empty.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+        Null(()),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+        OneOrMany::Null(()) => Vec::new(),
+    })
+}
+
+/// ECS ids are keywords, but some exporters write uids as numbers.
+fn id_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        S(String),
+        N(u64),
+        I(i64),
+        Null(()),
+    }
+    Ok(match Id::deserialize(d)? {
+        Id::S(s) => s,
+        Id::N(n) => n.to_string(),
+        Id::I(n) => n.to_string(),
+        Id::Null(()) => String::new(),
+    })
+}
+
 /// One exec (or, later, another process event) as emitted on every output.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Event {
-    #[serde(rename = "@timestamp")]
+    #[serde(rename = "@timestamp", default)]
     pub timestamp: String,
+    #[serde(default)]
     pub event: EventMeta,
+    #[serde(default)]
     pub host: Host,
+    #[serde(default)]
     pub process: Process,
+    /// ECS top-level `user`: the effective user of the process, with
+    /// Elastic Defend's `user.Ext.real` for the real one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<EcsUser>,
+    /// ECS top-level `group`, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<EcsGroup>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<Container>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -37,15 +85,19 @@ pub struct Event {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct EventMeta {
     /// `"event"` for plain exec events, `"alert"` for rule matches.
+    #[serde(default)]
     pub kind: String,
+    #[serde(default, deserialize_with = "one_or_many")]
     pub category: Vec<String>,
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default, deserialize_with = "one_or_many")]
     pub kind_type: Vec<String>,
+    #[serde(default)]
     pub action: String,
+    #[serde(default)]
     pub id: String,
+    #[serde(default)]
     pub sequence: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub severity: Option<u8>,
@@ -56,16 +108,16 @@ pub struct EventMeta {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Host {
+    #[serde(default)]
     pub hostname: String,
+    #[serde(default)]
     pub os: HostOs,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HostOs {
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default)]
     pub os_type: String,
 }
 
@@ -75,14 +127,16 @@ pub struct HostOs {
 /// `execsentry.args_escaped`, so the original bytes can always be recovered
 /// (see [`crate::bytes`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Process {
+    #[serde(default)]
     pub pid: u32,
+    #[serde(default)]
     pub entity_id: String,
     #[serde(default)]
     pub executable: String,
-    pub name: String,
     #[serde(default)]
+    pub name: String,
+    #[serde(default, deserialize_with = "one_or_many")]
     pub args: Vec<String>,
     #[serde(default)]
     pub args_count: u32,
@@ -103,11 +157,30 @@ pub struct Process {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub real_user: Option<User>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub real_group: Option<Group>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thread: Option<Thread>,
     #[serde(default)]
     pub parent: Parent,
+    /// The session's entry process: what brought the user or workload onto
+    /// the host (an sshd child, a container's init, a terminal's shell,
+    /// a service started by init).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entry_leader: Option<EntryLeader>,
+    /// The process whose pid is this process's session id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_leader: Option<Leader>,
+    /// The process whose pid is this process's process group id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_leader: Option<Leader>,
+    /// `NAME=value` for the variables named by `sensor.capture_env_vars`
+    /// only (see `execsentry.env_vars_source`).
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub env_vars: Vec<String>,
     /// ECS `process.hash.*` of the executable file (`identity.hash`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<Hash>,
@@ -115,7 +188,6 @@ pub struct Process {
 
 /// ECS `process.hash`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Hash {
     /// Lowercase hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,7 +195,6 @@ pub struct Hash {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Parent {
     #[serde(default)]
     pub pid: u32,
@@ -133,76 +204,138 @@ pub struct Parent {
     pub executable: String,
     #[serde(default)]
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args_count: Option<u32>,
     #[serde(default)]
     pub command_line: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_directory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interactive: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<Group>,
+}
+
+/// ECS `process.session_leader` / `process.group_leader`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Leader {
+    #[serde(default)]
+    pub pid: u32,
+    #[serde(default)]
+    pub entity_id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub executable: String,
+}
+
+/// ECS top-level `user`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EcsUser {
+    #[serde(default, deserialize_with = "id_string")]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(rename = "Ext", default, skip_serializing_if = "Option::is_none")]
+    pub ext: Option<IdExt>,
+}
+
+/// ECS top-level `group`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EcsGroup {
+    #[serde(default, deserialize_with = "id_string")]
+    pub id: String,
+    #[serde(rename = "Ext", default, skip_serializing_if = "Option::is_none")]
+    pub ext: Option<IdExt>,
+}
+
+/// Elastic Defend's `user.Ext` / `group.Ext`: `real.id` is the real id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IdExt {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub real: Option<Group>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Tty {
+    #[serde(default)]
     pub char_device: CharDevice,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CharDevice {
+    #[serde(default)]
     pub major: u32,
+    #[serde(default)]
     pub minor: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct User {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "id_string")]
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Group {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "id_string")]
     pub id: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Thread {
+    #[serde(default)]
     pub capabilities: Capabilities,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Capabilities {
     /// Names such as `CAP_SYS_ADMIN`, as ECS asks.
+    #[serde(default, deserialize_with = "one_or_many")]
     pub effective: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct EntryLeader {
+    #[serde(default)]
+    pub pid: u32,
+    #[serde(default)]
+    pub entity_id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub executable: String,
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub args: Vec<String>,
+    /// True on the entry leader's own events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_as_process: Option<bool>,
+    #[serde(default)]
     pub entry_meta: EntryMeta,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct EntryMeta {
     /// `"container"` for every process inside a container: the Elastic seed
     /// rules key on exactly this.
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default)]
     pub meta_type: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Container {
+    #[serde(default)]
     pub id: String,
     /// docker | containerd | cri-o | podman | lxc | systemd-nspawn | ecs | unknown
+    #[serde(default)]
     pub runtime: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -219,7 +352,6 @@ pub struct Container {
 /// ECS `container.image.*`: `nginx:1.25` is name `nginx`, tag `1.25`; a
 /// registry stays in the name, a digest goes to `hash.all`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ContainerImage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -230,23 +362,22 @@ pub struct ContainerImage {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ImageHash {
     /// `algorithm:value` digests, e.g. `sha256:…`.
+    #[serde(default, deserialize_with = "one_or_many")]
     pub all: Vec<String>,
 }
 
 /// ECS `container.security_context.*`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SecurityContext {
+    #[serde(default)]
     pub privileged: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Orchestrator {
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default)]
     pub orchestrator_type: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -255,7 +386,6 @@ pub struct Orchestrator {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct OrchestratorResource {
     /// The pod uid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -272,16 +402,15 @@ pub struct OrchestratorResource {
 
 /// ECS `orchestrator.resource.parent.*`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ResourceParent {
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default)]
     pub parent_type: String,
+    #[serde(default)]
     pub name: String,
 }
 
 /// Facts about how the sensor saw the event.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SensorFacts {
     /// False when argv could not be read in full (process gone, empty cmdline).
     #[serde(default)]
@@ -307,6 +436,15 @@ pub struct SensorFacts {
     /// A script's `#!` interpreter, when fanotify saw the exec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interpreter: Option<String>,
+    /// Where `process.env_vars` came from: `"capture"` (the exec's envp)
+    /// or `"proc"` (`/proc/<pid>/environ` read after the exec, which a
+    /// short-lived process can leave before it is read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_vars_source: Option<String>,
+    /// A listed variable was left out: it did not fit in `max_args_bytes`
+    /// with the arguments.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub env_vars_truncated: bool,
     /// What the executable file's content says it is (see `identity`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exe: Option<ExeIdentity>,
@@ -316,18 +454,24 @@ pub struct SensorFacts {
 /// renamed copy of a tool is still recognised. Only adds facts:
 /// `process.name` stays what the process was called.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ExeIdentity {
     /// Canonical tool name from the tool table (`docker`, `kubectl`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub go: Option<GoFacts>,
+    /// The process exec'd its parent's own program again (`/proc/self/exe`
+    /// or a memfd copy of it), as container runtimes do to start helpers
+    /// (`runc init`, dockerd's `docker-untar`, the containerd shim), or a
+    /// runtime ran another runtime's installed program through
+    /// `/proc/<pid>/exe` (a hook): the name it then carries (`exe`,
+    /// `runc:[2:INIT]`) is no rename.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub reexec: bool,
 }
 
 /// `execsentry.exe.go.*`, from the binary's `.go.buildinfo`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct GoFacts {
     /// Main package path, e.g. `github.com/docker/cli/cmd/docker`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -339,7 +483,6 @@ pub struct GoFacts {
 
 /// Namespace inode numbers from `/proc/<pid>/ns/*`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Namespaces {
     #[serde(default)]
     pub pid: u64,
@@ -359,10 +502,12 @@ pub struct Namespaces {
 
 /// ECS `rule.*` on alerts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RuleRef {
+    #[serde(default)]
     pub id: String,
+    #[serde(default)]
     pub uuid: String,
+    #[serde(default)]
     pub name: String,
     #[serde(default)]
     pub description: String,
@@ -377,17 +522,20 @@ pub struct RuleRef {
 /// ECS `threat.*`. ECS makes technique and tactic ids arrays, so a rule
 /// with several `[[rule.threat]]` entries (T1609 and T1611, say) lists all.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Threat {
+    #[serde(default)]
     pub framework: String,
+    #[serde(default)]
     pub technique: ThreatRefs,
+    #[serde(default)]
     pub tactic: ThreatRefs,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ThreatRefs {
+    #[serde(default, deserialize_with = "one_or_many")]
     pub id: Vec<String>,
+    #[serde(default, deserialize_with = "one_or_many")]
     pub name: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reference: Vec<String>,

@@ -77,11 +77,18 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             config,
         } => replay(&input, rules, config.as_deref()),
         Command::Rules { action } => match action {
-            RulesAction::Check { paths } => {
+            RulesAction::Check {
+                paths,
+                summary: false,
+            } => {
                 let set = load_rules_or_default(paths)?;
                 println!("ok: {} rules", set.len());
                 Ok(ExitCode::SUCCESS)
             }
+            RulesAction::Check {
+                paths,
+                summary: true,
+            } => rules_summary(paths),
             RulesAction::Test { paths } => rules_test(load_rules_or_default(paths)?),
         },
         Command::Config {
@@ -137,18 +144,65 @@ fn load_config(path: Option<&Path>) -> Result<(Config, Option<PathBuf>)> {
 }
 
 /// The rules given on the command line, else the configured ones, under
-/// the start rules of [`rule_paths`].
+/// the start rules of [`rule_paths`] and `sensor.unsupported_rules`.
 fn load_rules_cli_or_config(cli: Vec<PathBuf>, config: Option<&Path>) -> Result<RuleSet> {
+    let cfg = load_config(config)?.0;
     let (paths, origin) = if cli.is_empty() {
-        (load_config(config)?.0.sensor.rules, Origin::Config)
+        (cfg.sensor.rules, Origin::Config)
     } else {
         (cli, Origin::Cli)
     };
-    Ok(rule_paths::load(&paths, origin)?)
+    Ok(rule_paths::load_with(
+        &paths,
+        origin,
+        cfg.sensor.unsupported_rules,
+    )?)
 }
 
 fn load_rules_or_default(paths: Vec<PathBuf>) -> Result<RuleSet> {
     load_rules_cli_or_config(paths, None)
+}
+
+/// `rules check --summary`: loads every file that can be loaded and says
+/// what was left out and why.
+fn rules_summary(paths: Vec<PathBuf>) -> Result<ExitCode> {
+    let cfg = load_config(None)?.0;
+    let paths = if paths.is_empty() {
+        cfg.sensor.rules.clone()
+    } else {
+        paths
+    };
+    execsentry::privilege::check_owned_by_root(&paths).map_err(|e| BadInput(e.to_string()))?;
+    let mut out = io::stdout().lock();
+    match RuleSet::load_with(&paths, rules::Unsupported::Skip) {
+        Ok(set) => {
+            let skipped = set.skipped();
+            writeln!(out, "loaded: {} rules", set.len())?;
+            writeln!(out, "skipped: {} files", skipped.len())?;
+            for s in skipped {
+                for r in &s.reasons {
+                    writeln!(out, "  {r}")?;
+                }
+            }
+            if !skipped.is_empty() && cfg.sensor.unsupported_rules == rules::Unsupported::Error {
+                writeln!(
+                    out,
+                    "with sensor.unsupported_rules = \"error\" (configured) the sensor would refuse \
+                     these rules; set it to \"skip\" to run the {} that load",
+                    set.len()
+                )?;
+                return Ok(ExitCode::from(2));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            writeln!(out, "loaded: 0 rules")?;
+            for r in &e.errors {
+                writeln!(out, "  {r}")?;
+            }
+            Ok(ExitCode::from(2))
+        }
+    }
 }
 
 fn replay(input: &Path, rules: Vec<PathBuf>, config: Option<&Path>) -> Result<ExitCode> {

@@ -159,6 +159,7 @@ impl Pipeline {
             (Counter::IdentityParseErrors, i.parse_errors),
             (Counter::IdentityUnreadable, i.unreadable),
             (Counter::IdentityEvictions, i.evictions),
+            (Counter::RulesSkipped, self.rules.skipped().len() as u64),
         ] {
             out.set(c, v);
         }
@@ -439,6 +440,7 @@ impl Pipeline {
             facts,
             parent: parent_entry,
             parent_pid: parent.map_or(ppid, |k| k.pid),
+            table: Some(&self.table),
             host: &self.host,
             sequence: self.sequence,
             event_id: format!("{:016x}-{}", self.run_id, self.sequence),

@@ -28,6 +28,14 @@ pub struct Image {
     pub args: Vec<String>,
     pub command_line: String,
     pub container: Option<ContainerInfo>,
+    /// For the children's `process.parent.*`.
+    pub args_count: u32,
+    pub user_id: String,
+    pub group_id: String,
+    pub working_directory: Option<String>,
+    pub interactive: bool,
+    /// The session's entry process, which the children inherit.
+    pub entry_leader: Option<Arc<crate::event::EntryLeader>>,
 }
 
 #[derive(Debug, Clone)]

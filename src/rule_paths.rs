@@ -100,13 +100,31 @@ pub fn check_loaded(count: usize, loaded_from: &[PathBuf]) -> Result<(), RulePat
 
 /// Loads the rules under the start rules, logging each warning.
 pub fn load(paths: &[PathBuf], origin: Origin) -> Result<RuleSet, RulePathError> {
+    load_with(paths, origin, crate::rules::Unsupported::Error)
+}
+
+/// [`load`] under `sensor.unsupported_rules`: with `Skip`, each file left
+/// out is logged with its `file:line:col` reasons.
+pub fn load_with(
+    paths: &[PathBuf],
+    origin: Origin,
+    mode: crate::rules::Unsupported,
+) -> Result<RuleSet, RulePathError> {
     let plan = plan(paths, origin, |p| p.exists())?;
     for w in &plan.warnings {
         log::warn!("{w}");
     }
     crate::privilege::check_owned_by_root(&plan.load)
         .map_err(|e| RulePathError::Invalid(format!("{e:#}")))?;
-    let set = RuleSet::load(&plan.load).map_err(|e| RulePathError::Invalid(e.to_string()))?;
+    let set =
+        RuleSet::load_with(&plan.load, mode).map_err(|e| RulePathError::Invalid(e.to_string()))?;
+    for s in set.skipped() {
+        log::warn!(
+            "skipped rule file {} (unsupported_rules = \"skip\"): {}",
+            s.file,
+            s.reasons.join("; ")
+        );
+    }
     check_loaded(set.len(), &plan.load)?;
     Ok(set)
 }

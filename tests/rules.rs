@@ -49,6 +49,7 @@ fn exec(args: &[&str], container: bool) -> Event {
             entry_meta: execsentry::event::EntryMeta {
                 meta_type: "container".into(),
             },
+            ..Default::default()
         });
     }
     e
@@ -339,7 +340,7 @@ fn errors_name_file_line_and_column() {
     let syntax = "[rule]\nid = \"x\"\nname = \"x\"\nquery = 'process where process.name =='\n";
     assert_eq!(
         set(&[("s.toml", syntax)]).unwrap_err(),
-        "s.toml:4:39: expected a value (string, number, true, false or null)"
+        "s.toml:4:39: expected a value (string, number, true, false, null or a field)"
     );
     let category = "[rule]\nid = \"x\"\nname = \"x\"\nquery = 'network where true'\n";
     assert!(
@@ -469,7 +470,7 @@ fn replay_reports_bad_lines_and_writes_alerts() {
     let err = String::from_utf8(err).unwrap();
     assert_eq!((stats.lines, stats.bad_lines), (6, 2), "{err}");
     assert!(err.starts_with("line 3: "), "{err}");
-    assert!(err.contains("line 6: unknown field `bogus`"), "{err}");
+    assert!(err.contains("line 6: no `process` object"), "{err}");
     let alerts: Vec<Event> = String::from_utf8(out)
         .unwrap()
         .lines()
@@ -507,7 +508,7 @@ fn rule_test_cases_report_failures_and_bad_events() {
     let bad = rule("[[rule.test]]\nevent = { process = { nmae = \"kubectl\" } }\nexpect = true\n");
     let err = set(&[("t.toml", &bad)]).unwrap_err();
     assert!(
-        err.starts_with("t.toml:8:9: invalid test event: unknown field `nmae`"),
+        err.starts_with("t.toml:8:9: invalid test event: unknown field `process.nmae`"),
         "{err}"
     );
     let cases = rule(concat!(

@@ -69,7 +69,11 @@ fn host_exec_keeps_exact_argv(capture: &str) {
     );
     assert_eq!(json_str(&ev, "execsentry.args_source"), Some(capture));
     assert!(json_path(&ev, "container").is_none(), "host process: {ev}");
-    assert!(json_path(&ev, "process.entry_leader").is_none());
+    // A host process has a host session's entry leader, never a container.
+    assert_ne!(
+        json_str(&ev, "process.entry_leader.entry_meta.type"),
+        Some("container")
+    );
     assert_eq!(json_str(&ev, "host.os.type"), Some("linux"));
     assert_eq!(json_str(&ev, "event.action"), Some("exec"));
     assert!(json_str(&ev, "process.entity_id").is_some_and(|s| !s.is_empty()));

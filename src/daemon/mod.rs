@@ -33,7 +33,7 @@ use crate::tamper::Tamper;
 
 pub use setup::{
     BadInput, EXIT_SETUP, RunOptions, SetupError, check_enforcement, choose_capture,
-    fanotify_kernel_ok, load_rules, run,
+    fanotify_kernel_ok, load_rules, load_rules_with, run,
 };
 
 const NETLINK: Token = Token(0);

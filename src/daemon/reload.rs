@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::setup::{CliOverrides, check_enforcement, load_rules};
+use super::setup::{CliOverrides, check_enforcement, load_rules_with};
 use crate::config::{Config, SensorConfig};
 use crate::enrich;
 use crate::identity::Identifier;
@@ -149,7 +149,7 @@ impl Reload {
 
 /// The new rule set and identity tables, each checked, or the first error.
 fn checked(new: &Config) -> Result<(RuleSet, Identifier)> {
-    let rules = load_rules(&new.sensor.rules)?;
+    let rules = load_rules_with(&new.sensor.rules, new.sensor.unsupported_rules)?;
     check_enforcement(&rules, new.sensor.enforce)?;
     let identity = Identifier::from_config(&new.identity, &new.sensor.rules)?;
     Ok((rules, identity))

@@ -65,9 +65,15 @@ pub struct BadInput(pub String);
 pub struct SetupError(pub String);
 
 pub fn load_rules(paths: &[PathBuf]) -> Result<RuleSet> {
-    Ok(crate::rule_paths::load(
+    load_rules_with(paths, crate::rules::Unsupported::Error)
+}
+
+/// [`load_rules`] under `sensor.unsupported_rules`.
+pub fn load_rules_with(paths: &[PathBuf], mode: crate::rules::Unsupported) -> Result<RuleSet> {
+    Ok(crate::rule_paths::load_with(
         paths,
         crate::rule_paths::Origin::Config,
+        mode,
     )?)
 }
 
@@ -127,7 +133,7 @@ fn apply_overrides(opts: &RunOptions) -> (Config, CliOverrides) {
 pub fn run(opts: RunOptions) -> Result<()> {
     crate::stages::enable_from_env();
     let (cfg, cli) = apply_overrides(&opts);
-    let rules = load_rules(&cfg.sensor.rules)?;
+    let rules = load_rules_with(&cfg.sensor.rules, cfg.sensor.unsupported_rules)?;
     check_enforcement(&rules, cfg.sensor.enforce)?;
     log::info!("loaded {} rules", rules.len());
 
@@ -148,7 +154,8 @@ pub fn run(opts: RunOptions) -> Result<()> {
 
     let procfs = ProcFs::host();
     let host = enrich::host_context(&procfs).context("reading host facts from /proc")?;
-    let reader = ProcReader::new(procfs, cfg.sensor.max_args_bytes);
+    let mut reader = ProcReader::new(procfs, cfg.sensor.max_args_bytes);
+    reader.env_vars = cfg.sensor.capture_env_vars.clone();
     let table = ProcessTable::new(cfg.sensor.table_size, EXIT_GRACE_MS);
     let metadata = crate::metadata::Metadata::new(&cfg.metadata);
     let mut pipeline = Pipeline::new(

@@ -111,6 +111,7 @@ pub fn identify<R: ReadAt + ?Sized>(
             main: info.main_path,
             version: info.go_version,
         }),
+        reexec: false,
     }))
 }
 
@@ -181,6 +182,52 @@ impl Identifier {
             },
         };
         Self::apply(&known, ev);
+        if let Some(tool) = known.exe.as_ref().and_then(|x| x.tool.as_deref())
+            && self.is_reexec(proc_root, pid, tool, ev)
+            && let Some(x) = ev.execsentry.exe.as_mut()
+        {
+            x.reexec = true;
+        }
+    }
+
+    /// Whether the exec'd program, an identified `tool`, is the parent's own
+    /// program run again: the same file (through `/proc/self/exe`, however
+    /// `/proc/<pid>/exe` then reads), the same path (the parent may have
+    /// exited), or a memfd copy of a parent that is the same tool (runc
+    /// clones itself into a memfd before `runc init`); or a runtime hook
+    /// (below). A copy of a tool renamed and started from a shell has a
+    /// shell for a parent, so it is never a re-exec.
+    fn is_reexec(&mut self, proc_root: &Path, pid: u32, tool: &str, ev: &Event) -> bool {
+        let ppid = ev.process.parent.pid;
+        let exe = &ev.process.executable;
+        if ppid == 0 || ppid == pid {
+            return false;
+        }
+        if !exe.is_empty() && *exe == ev.process.parent.executable {
+            return true;
+        }
+        let key = |p: u32| {
+            nix::sys::stat::stat(format!("{}/{p}/exe", proc_root.display()).as_str())
+                .ok()
+                .map(|st| FileKey::from(&st))
+        };
+        if let (Some(a), Some(b)) = (key(pid), key(ppid))
+            && a == b
+        {
+            return true;
+        }
+        let parent_tool = self
+            .lookup_counted(proc_root, ppid, false)
+            .and_then(|k| k.exe.as_ref().and_then(|x| x.tool.clone()));
+        if exe.starts_with("/memfd:") {
+            return parent_tool.is_some_and(|t| t == tool);
+        }
+        // A runtime running another runtime's installed program through
+        // `/proc/<pid>/exe` (the comm is then `exe`): runc starting dockerd's
+        // `libnetwork-setkey` prestart hook. The file is the tool's own,
+        // under its own name, and the caller is a runtime.
+        let base = exe.rsplit('/').next().unwrap_or(exe);
+        ev.process.name == "exe" && base == tool && parent_tool.is_some()
     }
 
     fn apply(known: &Known, ev: &mut Event) {

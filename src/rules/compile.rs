@@ -5,9 +5,9 @@
 use regex::{Regex, RegexBuilder};
 
 use super::QueryError;
-use super::fields::{FIELDS, FType, lookup, suggest};
+use super::fields::{FIELDS, FType, resolve};
 use super::matchers::{Wildcard, fold_str};
-use super::parser::{Cmp, Expr, Lit, Op, Pred};
+use super::parser::{Cmp, Expr, FieldRef, Lit, Op, Pred};
 
 #[derive(Debug)]
 pub enum Node {
@@ -16,6 +16,40 @@ pub enum Node {
     Not(Box<Node>),
     Const(bool),
     Test(Test),
+    /// A comparison or function with a field where a literal usually is.
+    Dyn(Box<DynTest>),
+}
+
+/// One side of a [`DynTest`].
+#[derive(Debug)]
+pub enum Operand {
+    /// A field (index into [`FIELDS`]), optionally one element of a list.
+    Field {
+        field: usize,
+        index: Option<usize>,
+    },
+    Lit(Box<str>),
+    /// `?name` of a field no event has: always null.
+    Null,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DynOp {
+    Eq,
+    Prefix,
+    Suffix,
+    Contains,
+}
+
+/// `lhs <op> rhs` for any element of each side; false when a side is null.
+/// `negate` (`!=`, `not in`): both sides present and no pair matches.
+#[derive(Debug)]
+pub struct DynTest {
+    pub lhs: Operand,
+    pub rhs: Box<[Operand]>,
+    pub op: DynOp,
+    pub ci: bool,
+    pub negate: bool,
 }
 
 #[derive(Debug)]
@@ -85,7 +119,114 @@ pub fn compile(e: &Expr) -> Result<Node, QueryError> {
         Expr::Or(v) => Node::Or(v.iter().map(compile).collect::<Result<_, _>>()?),
         Expr::Not(x) => Node::Not(Box::new(compile(x)?)),
         Expr::Const(b) => Node::Const(*b),
-        Expr::Pred(p) => Node::Test(pred(p)?),
+        Expr::Pred(p) => pred_node(p)?,
+    })
+}
+
+/// A field of the registry, or `None` for an optional field no event has.
+fn field_of(f: &FieldRef) -> Result<Option<usize>, QueryError> {
+    resolve(&f.name, f.optional).map_err(|msg| QueryError::new(f.pos, msg))
+}
+
+fn pred_node(p: &Pred) -> Result<Node, QueryError> {
+    let dynamic = !matches!(p.lhs.0, Lit::Field(_))
+        || p.values.iter().any(|(v, _)| matches!(v, Lit::Field(_)));
+    if dynamic {
+        return dyn_pred(p).map(|d| Node::Dyn(Box::new(d)));
+    }
+    let Lit::Field(f) = &p.lhs.0 else {
+        unreachable!("checked above")
+    };
+    match field_of(f)? {
+        Some(field) => Ok(Node::Test(pred(p, f, field)?)),
+        // An absent optional field is null: only `== null` holds.
+        None => Ok(Node::Const(
+            p.op == Op::Eq && matches!(p.values.first(), Some((Lit::Null, _))),
+        )),
+    }
+}
+
+fn operand(l: &Lit, pos: usize) -> Result<Operand, QueryError> {
+    match l {
+        Lit::Str(s) => Ok(Operand::Lit(s.clone().into_boxed_str())),
+        Lit::Field(f) => {
+            let Some(field) = field_of(f)? else {
+                return Ok(Operand::Null);
+            };
+            let ty = FIELDS[field].ty;
+            let ok = ty == FType::Str || ty == FType::List;
+            if !ok {
+                return Err(QueryError::new(
+                    f.pos,
+                    format!(
+                        "{} is {}; a field compared with another field must be a string",
+                        f.name,
+                        ty_name(ty)
+                    ),
+                ));
+            }
+            if f.index.is_some() && ty != FType::List {
+                return Err(QueryError::new(
+                    f.pos,
+                    format!("{} is not a list and cannot be indexed", f.name),
+                ));
+            }
+            Ok(Operand::Field {
+                field,
+                index: f.index,
+            })
+        }
+        _ => Err(QueryError::new(
+            pos,
+            "a comparison with a field on both sides takes strings",
+        )),
+    }
+}
+
+/// Comparisons and functions that name a field in a value position.
+fn dyn_pred(p: &Pred) -> Result<DynTest, QueryError> {
+    let (op, ci, negate) = match &p.op {
+        Op::Eq => (DynOp::Eq, false, false),
+        Op::Ne => (DynOp::Eq, false, true),
+        Op::Colon => (DynOp::Eq, true, false),
+        Op::Like { ci } | Op::In { ci } => (DynOp::Eq, *ci, false),
+        Op::NotIn { ci } => (DynOp::Eq, *ci, true),
+        Op::Func { name, ci } => match name.as_str() {
+            "startsWith" => (DynOp::Prefix, *ci, false),
+            "endsWith" => (DynOp::Suffix, *ci, false),
+            "stringContains" => (DynOp::Contains, *ci, false),
+            _ => {
+                return Err(QueryError::new(
+                    p.op_pos,
+                    format!("{name} takes a field first and literal terms after it"),
+                ));
+            }
+        },
+        Op::Regex { .. } => {
+            return Err(QueryError::new(
+                p.op_pos,
+                "regex takes literal patterns, not fields",
+            ));
+        }
+        Op::Cmp(_) | Op::Length { .. } => {
+            return Err(QueryError::new(
+                p.op_pos,
+                "<, <=, >, >= and length compare a field with a number literal",
+            ));
+        }
+    };
+    let lhs = operand(&p.lhs.0, p.lhs.1)?;
+    let rhs = p
+        .values
+        .iter()
+        .map(|(l, pos)| operand(l, *pos))
+        .collect::<Result<_, _>>()?;
+    Ok(DynTest {
+        lhs,
+        rhs,
+        op,
+        ci,
+        negate,
     })
 }
 
@@ -98,14 +239,7 @@ fn ty_name(t: FType) -> &'static str {
     }
 }
 
-fn pred(p: &Pred) -> Result<Test, QueryError> {
-    let f = &p.field;
-    let field = lookup(&f.name).ok_or_else(|| {
-        let hint = suggest(&f.name)
-            .map(|s| format!(" (did you mean {s}?)"))
-            .unwrap_or_default();
-        QueryError::new(f.pos, format!("unknown field {}{hint}", f.name))
-    })?;
+fn pred(p: &Pred, f: &FieldRef, field: usize) -> Result<Test, QueryError> {
     let mut ty = FIELDS[field].ty;
     if f.index.is_some() {
         if ty != FType::List {

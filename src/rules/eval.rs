@@ -2,9 +2,9 @@
 //! values are borrowed from the event and literals were prepared at compile
 //! time. Recursion depth is bounded by the parser's nesting limit.
 
-use super::compile::{Kind, Node, StrMatch, Test};
+use super::compile::{DynOp, DynTest, Kind, Node, Operand, StrMatch, Test};
 use super::fields::{FIELDS, Val};
-use super::matchers::{contains, ends_with, eq_ci, has_term, starts_with};
+use super::matchers::{contains, contains_fold, ends_with, eq_ci, eq_fold, has_term, starts_with};
 use super::parser::Cmp;
 use crate::event::Event;
 
@@ -15,7 +15,63 @@ pub fn eval(n: &Node, ev: &Event) -> bool {
         Node::Not(x) => !eval(x, ev),
         Node::Const(b) => *b,
         Node::Test(t) => test(t, ev),
+        Node::Dyn(d) => dyn_test(d, ev),
     }
+}
+
+/// One operand's values: a field's string or list elements, or a literal.
+fn values<'a>(o: &'a Operand, ev: &'a Event) -> Option<Val<'a>> {
+    match o {
+        Operand::Lit(s) => Some(Val::Str(s)),
+        Operand::Null => None,
+        Operand::Field { field, index } => match ((FIELDS[*field].get)(ev), index) {
+            (Val::List(l), Some(i)) => l.get(*i).filter(|s| !s.is_empty()).map(|s| Val::Str(s)),
+            (Val::Missing, _) | (_, Some(_)) => None,
+            (v, None) => Some(v),
+        },
+    }
+}
+
+fn each<'a>(v: Val<'a>, f: &mut dyn FnMut(&'a str) -> bool) -> bool {
+    match v {
+        Val::Str(s) => f(s),
+        Val::List(l) => l.iter().any(|s| f(s)),
+        _ => false,
+    }
+}
+
+fn dyn_match(op: DynOp, ci: bool, a: &str, b: &str) -> bool {
+    match (op, ci) {
+        (DynOp::Eq, false) => a == b,
+        (DynOp::Eq, true) => eq_fold(a, b),
+        (DynOp::Prefix, false) => a.starts_with(b),
+        (DynOp::Prefix, true) => a.get(..b.len()).is_some_and(|p| eq_fold(p, b)),
+        (DynOp::Suffix, false) => a.ends_with(b),
+        (DynOp::Suffix, true) => a
+            .len()
+            .checked_sub(b.len())
+            .and_then(|i| a.get(i..))
+            .is_some_and(|t| eq_fold(t, b)),
+        (DynOp::Contains, false) => a.contains(b),
+        (DynOp::Contains, true) => contains_fold(a, b),
+    }
+}
+
+fn dyn_test(d: &DynTest, ev: &Event) -> bool {
+    let Some(lhs) = values(&d.lhs, ev) else {
+        return false;
+    };
+    let mut present = false;
+    let mut any = false;
+    for r in d.rhs.iter() {
+        let Some(rv) = values(r, ev) else { continue };
+        present = true;
+        any = each(lhs, &mut |a| each(rv, &mut |b| dyn_match(d.op, d.ci, a, b)));
+        if any {
+            break;
+        }
+    }
+    present && (any != d.negate)
 }
 
 fn cmp(op: Option<Cmp>, a: f64, b: f64) -> bool {
@@ -104,6 +160,41 @@ mod tests {
 
     fn t(q: &str) -> bool {
         eval(&compile(&parse_condition(q).unwrap()).unwrap(), &ev())
+    }
+
+    #[test]
+    fn fields_on_either_side() {
+        assert!(t("startsWith(process.command_line, process.name)"));
+        assert!(!t("startsWith(process.name, process.command_line)"));
+        assert!(t("stringContains(process.command_line, process.args)"));
+        assert!(t(r#"endsWith("/usr/local/bin/kubectl", process.name)"#));
+        assert!(!t(r#"endsWith("/usr/local/bin/KUBECTL", process.name)"#));
+        assert!(t(r#"endsWith~("/usr/local/bin/KUBECTL", process.name)"#));
+        assert!(t(r#"startsWith~("KUBECTL EXEC", process.name)"#));
+        assert!(t("process.args == process.name"));
+        assert!(t("process.args[0] : process.name"));
+        assert!(!t("process.args[1] == process.name"));
+        assert!(t("process.args[1] != process.name"));
+        // A null side makes the comparison false, negated or not.
+        assert!(!t("process.name == process.parent.name"));
+        assert!(!t("process.name != process.parent.name"));
+        assert!(!t("process.name in (process.parent.name, ?nope.field)"));
+        assert!(t(r#"process.name in ("x", process.args)"#));
+        assert!(t(r#"process.name not in ("x", process.parent.args, "y")"#));
+    }
+
+    #[test]
+    fn optional_fields() {
+        // Known fields read as usual; absent ones are null.
+        assert!(t(r#"?process.name == "kubectl""#));
+        assert!(!t(r#"?process.parent.name == "bash""#));
+        assert!(t(r#"not ?process.parent.name == "bash""#));
+        assert!(t("?process.parent.name == null"));
+        assert!(!t(r#"?elastic.only.field : "*""#));
+        assert!(!t(r#"?elastic.only.field != "x""#));
+        assert!(t("?elastic.only.field == null"));
+        assert!(!t("?elastic.only.field != null"));
+        assert!(t(r#"not ?elastic.only.field in ("a", "b")"#));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! where the sensor could not learn a value (a parent that already exited),
 //! and EQL makes comparisons on a missing field false.
 
-use crate::event::{ContainerImage, Event, ResourceParent};
+use crate::event::{ContainerImage, EntryLeader, Event, Group, Leader, ResourceParent, User};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FType {
@@ -63,6 +63,30 @@ fn pid(v: u32) -> Val<'static> {
     }
 }
 
+fn ob(v: Option<bool>) -> Val<'static> {
+    v.map_or(Val::Missing, Val::Bool)
+}
+
+fn on(v: Option<u32>) -> Val<'static> {
+    v.map_or(Val::Missing, |n| Val::Num(f64::from(n)))
+}
+
+fn uid(u: Option<&User>) -> Val<'_> {
+    u.map_or(Val::Missing, |u| s(&u.id))
+}
+
+fn gid(g: Option<&Group>) -> Val<'_> {
+    g.map_or(Val::Missing, |g| s(&g.id))
+}
+
+fn entry(e: &Event) -> Option<&EntryLeader> {
+    e.process.entry_leader.as_ref()
+}
+
+fn leader(l: &Option<Leader>) -> Option<&Leader> {
+    l.as_ref()
+}
+
 fn image(e: &Event) -> Option<&ContainerImage> {
     e.container.as_ref()?.image.as_ref()
 }
@@ -99,7 +123,33 @@ fields! {
     "process.parent.executable": Str => |e| s(&e.process.parent.executable);
     "process.parent.args": List => |e| l(&e.process.parent.args);
     "process.parent.command_line": Str => |e| s(&e.process.parent.command_line);
-    "process.entry_leader.entry_meta.type": Str => |e| e.process.entry_leader.as_ref().map_or(Val::Missing, |x| s(&x.entry_meta.meta_type));
+    "process.real_group.id": Str => |e| gid(e.process.real_group.as_ref());
+    "process.parent.args_count": Num => |e| on(e.process.parent.args_count);
+    "process.parent.working_directory": Str => |e| os(&e.process.parent.working_directory);
+    "process.parent.interactive": Bool => |e| ob(e.process.parent.interactive);
+    "process.parent.user.id": Str => |e| uid(e.process.parent.user.as_ref());
+    "process.parent.user.name": Str => |e| e.process.parent.user.as_ref().map_or(Val::Missing, |u| os(&u.name));
+    "process.parent.group.id": Str => |e| gid(e.process.parent.group.as_ref());
+    "process.parent.entity_id": Str => |e| s(&e.process.parent.entity_id);
+    "process.entry_leader.entry_meta.type": Str => |e| entry(e).map_or(Val::Missing, |x| s(&x.entry_meta.meta_type));
+    "process.entry_leader.executable": Str => |e| entry(e).map_or(Val::Missing, |x| s(&x.executable));
+    "process.entry_leader.name": Str => |e| entry(e).map_or(Val::Missing, |x| s(&x.name));
+    "process.entry_leader.args": List => |e| entry(e).map_or(Val::Missing, |x| l(&x.args));
+    "process.entry_leader.pid": Num => |e| entry(e).map_or(Val::Missing, |x| pid(x.pid));
+    "process.entry_leader.entity_id": Str => |e| entry(e).map_or(Val::Missing, |x| s(&x.entity_id));
+    "process.entry_leader.same_as_process": Bool => |e| entry(e).map_or(Val::Missing, |x| ob(x.same_as_process));
+    "process.session_leader.name": Str => |e| leader(&e.process.session_leader).map_or(Val::Missing, |x| s(&x.name));
+    "process.session_leader.executable": Str => |e| leader(&e.process.session_leader).map_or(Val::Missing, |x| s(&x.executable));
+    "process.session_leader.pid": Num => |e| leader(&e.process.session_leader).map_or(Val::Missing, |x| pid(x.pid));
+    "process.group_leader.name": Str => |e| leader(&e.process.group_leader).map_or(Val::Missing, |x| s(&x.name));
+    "process.group_leader.executable": Str => |e| leader(&e.process.group_leader).map_or(Val::Missing, |x| s(&x.executable));
+    "process.group_leader.pid": Num => |e| leader(&e.process.group_leader).map_or(Val::Missing, |x| pid(x.pid));
+    "process.env_vars": List => |e| l(&e.process.env_vars);
+    "user.id": Str => |e| e.user.as_ref().map_or(Val::Missing, |u| s(&u.id));
+    "user.name": Str => |e| e.user.as_ref().map_or(Val::Missing, |u| os(&u.name));
+    "user.Ext.real.id": Str => |e| gid(e.user.as_ref().and_then(|u| u.ext.as_ref()).and_then(|x| x.real.as_ref()));
+    "group.id": Str => |e| e.group.as_ref().map_or(Val::Missing, |g| s(&g.id));
+    "group.Ext.real.id": Str => |e| gid(e.group.as_ref().and_then(|g| g.ext.as_ref()).and_then(|x| x.real.as_ref()));
     "process.thread.capabilities.effective": List => |e| e.process.thread.as_ref().map_or(Val::Missing, |t| l(&t.capabilities.effective));
     "container.id": Str => |e| e.container.as_ref().map_or(Val::Missing, |c| s(&c.id));
     "container.runtime": Str => |e| e.container.as_ref().map_or(Val::Missing, |c| s(&c.runtime));
@@ -126,6 +176,7 @@ fields! {
     "execsentry.args_truncated": Bool => |e| Val::Bool(e.execsentry.args_truncated);
     "execsentry.args_source": Str => |e| s(&e.execsentry.args_source);
     "execsentry.exe.tool": Str => |e| e.execsentry.exe.as_ref().map_or(Val::Missing, |x| os(&x.tool));
+    "execsentry.exe.reexec": Bool => |e| e.execsentry.exe.as_ref().map_or(Val::Missing, |x| Val::Bool(x.reexec));
     "execsentry.exe.go.main": Str => |e| e.execsentry.exe.as_ref().and_then(|x| x.go.as_ref()).map_or(Val::Missing, |g| s(&g.main));
     "execsentry.exe.go.version": Str => |e| e.execsentry.exe.as_ref().and_then(|x| x.go.as_ref()).map_or(Val::Missing, |g| s(&g.version));
     "process.hash.sha256": Str => |e| e.process.hash.as_ref().map_or(Val::Missing, |h| os(&h.sha256));
@@ -134,6 +185,44 @@ fields! {
 /// Index of `name` in [`FIELDS`].
 pub fn lookup(name: &str) -> Option<usize> {
     FIELDS.iter().position(|f| f.name == name)
+}
+
+/// ECS field sets of event kinds other than process events: a `process
+/// where` rule that reads one can never match, so it is refused saying so.
+const OTHER_KINDS: &[(&str, &str)] = &[
+    ("auditd.", "Auditbeat's auditd"),
+    ("file.", "file"),
+    ("network.", "network"),
+    ("destination.", "network"),
+    ("source.", "network"),
+    ("dns.", "DNS"),
+    ("url.", "network"),
+    ("http.", "network"),
+    ("tls.", "network"),
+    ("registry.", "registry"),
+    ("dll.", "library load"),
+];
+
+/// The registry index for a field a rule names. An optional field (`?x`)
+/// that no event has is `Ok(None)`: null, as EQL defines. Anything else
+/// unknown is an error saying why.
+pub fn resolve(name: &str, optional: bool) -> Result<Option<usize>, String> {
+    if let Some(i) = lookup(name) {
+        return Ok(Some(i));
+    }
+    if optional {
+        return Ok(None);
+    }
+    if let Some((_, kind)) = OTHER_KINDS.iter().find(|(p, _)| name.starts_with(p)) {
+        return Err(format!(
+            "{name} is a field of {kind} events: a process event never has it, so this \
+             rule cannot match process events (execsentry sees only process events)"
+        ));
+    }
+    let hint = suggest(name)
+        .map(|s| format!(" (did you mean {s}?)"))
+        .unwrap_or_default();
+    Err(format!("unknown field {name}{hint}"))
 }
 
 /// The known field closest to a misspelt one, for the error message.
@@ -167,6 +256,7 @@ mod tests {
                 main: "github.com/docker/cli/cmd/docker".into(),
                 version: "go1.22.1".into(),
             }),
+            ..Default::default()
         });
         let get = |n: &str| (FIELDS[lookup(n).unwrap()].get)(&e);
         assert!(matches!(get("execsentry.exe.tool"), Val::Str("docker")));

@@ -7,6 +7,8 @@ use super::QueryError;
 pub enum Tok {
     /// Field names, keywords and function names (`process.args`, `and`).
     Ident(String),
+    /// `?field`: an optional field, null where the schema lacks it.
+    Opt(String),
     Str(String),
     Num(f64),
     LParen,
@@ -47,6 +49,24 @@ pub fn lex(src: &str) -> Result<Vec<Token>, QueryError> {
             it.next();
             continue;
         }
+        let rest = &src[pos..];
+        // Comments: `//` to the end of the line, `/* … */` (not nested).
+        let skip = if rest.starts_with("//") {
+            Some(rest.find('\n').unwrap_or(rest.len()))
+        } else if let Some(body) = rest.strip_prefix("/*") {
+            match body.find("*/") {
+                Some(end) => Some(end + 4),
+                None => return Err(QueryError::new(pos, "unterminated /* comment")),
+            }
+        } else {
+            None
+        };
+        if let Some(len) = skip {
+            while it.peek().is_some_and(|&(p, _)| p < pos + len) {
+                it.next();
+            }
+            continue;
+        }
         let single = match c {
             '(' => Some(Tok::LParen),
             ')' => Some(Tok::RParen),
@@ -62,7 +82,6 @@ pub fn lex(src: &str) -> Result<Vec<Token>, QueryError> {
             out.push(Token { tok, pos });
             continue;
         }
-        let rest = &src[pos..];
         let two = |a: &str| rest.starts_with(a);
         let (tok, len) = if two("==") {
             (Tok::Eq, 2)
@@ -100,6 +119,10 @@ pub fn lex(src: &str) -> Result<Vec<Token>, QueryError> {
         } else if is_ident_start(c) {
             let len = rest.find(|d: char| !is_ident_char(d)).unwrap_or(rest.len());
             (Tok::Ident(rest[..len].to_string()), len)
+        } else if c == '?' && rest[1..].starts_with(is_ident_start) {
+            let body = &rest[1..];
+            let len = body.find(|d: char| !is_ident_char(d)).unwrap_or(body.len());
+            (Tok::Opt(body[..len].to_string()), len + 1)
         } else {
             return Err(QueryError::new(pos, format!("unexpected character `{c}`")));
         };
@@ -171,6 +194,25 @@ mod tests {
         assert_eq!(toks[5], (&Tok::Tilde, 18));
         assert_eq!(toks[7], (&Tok::Str("a\"b".into()), 21));
         assert_eq!(toks[9], (&Tok::Num(-2.5), 29));
+    }
+
+    #[test]
+    fn comments_and_optional_fields() {
+        let t = lex("a // x == \"y\"\n /* b\n c */ ?p.q : \"/*\" // end").unwrap();
+        let toks: Vec<_> = t.iter().map(|t| t.tok.clone()).collect();
+        assert_eq!(
+            toks,
+            vec![
+                Tok::Ident("a".into()),
+                Tok::Opt("p.q".into()),
+                Tok::Colon,
+                Tok::Str("/*".into()),
+                Tok::Eof
+            ]
+        );
+        assert_eq!(t[1].pos, 26);
+        assert_eq!(lex("a /* open").unwrap_err().pos, 2);
+        assert!(lex("a ? b").is_err());
     }
 
     #[test]

@@ -36,6 +36,26 @@ pub fn eq_ci(hay: &str, lit: &str) -> bool {
     }
 }
 
+/// `a` equals `b`, ignoring case, neither folded beforehand (both come from
+/// the event).
+pub fn eq_fold(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        return a.eq_ignore_ascii_case(b);
+    }
+    a.chars().map(fold).eq(b.chars().map(fold))
+}
+
+/// `hay` contains `needle`, ignoring case, both from the event. Folds
+/// copies: a needle from the event can be long, and a naive scan of two
+/// long values would be quadratic. Only rules that compare two fields with
+/// `stringContains~` come here.
+pub fn contains_fold(hay: &str, needle: &str) -> bool {
+    if needle.len() > hay.len() * 4 {
+        return false;
+    }
+    fold_str(hay).contains(&fold_str(needle))
+}
+
 /// If the folded `lit` matches `hay` at byte `at`, the byte just past it.
 #[inline]
 fn match_at(hay: &str, at: usize, lit: &str, ci: bool) -> Option<usize> {

@@ -25,14 +25,15 @@ mod lexer;
 mod load;
 mod matchers;
 mod parser;
+mod replay;
 mod spans;
 mod testcase;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-pub use alert::{ReplayStats, replay};
 pub use fields::FIELDS;
+pub use replay::{ReplayStats, replay};
 
 use crate::event::Event;
 use load::{Item, RuleDef};
@@ -54,10 +55,30 @@ impl QueryError {
     }
 }
 
+/// `sensor.unsupported_rules`: what a rule file that cannot be loaded does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unsupported {
+    /// The whole set fails to load (the sensor does not start).
+    #[default]
+    Error,
+    /// The file is left out, with its reason kept in [`RuleSet::skipped`].
+    Skip,
+}
+
+/// A rule file left out under [`Unsupported::Skip`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skipped {
+    pub file: String,
+    /// Every error of the file, each `file:line:col: what`.
+    pub reasons: Vec<String>,
+}
+
 /// A loaded and compiled set of (enabled) rules.
 #[derive(Default)]
 pub struct RuleSet {
     rules: Vec<RuleDef>,
+    skipped: Vec<Skipped>,
     /// Rules that require one of a fixed set of process names, by folded name.
     by_name: HashMap<String, Vec<usize>>,
     /// Rules that any event may match.
@@ -116,6 +137,13 @@ impl RuleSet {
     /// directory entries sorted by file name). See the module doc for how
     /// later files change earlier rules.
     pub fn load(paths: &[PathBuf]) -> Result<RuleSet, LoadError> {
+        RuleSet::load_with(paths, Unsupported::Error)
+    }
+
+    /// [`Self::load`] where `mode` says what a file that cannot be loaded
+    /// does. Under `Skip`, a set left with no rule at all because files were
+    /// skipped is still an error: a sensor watching nothing must not run.
+    pub fn load_with(paths: &[PathBuf], mode: Unsupported) -> Result<RuleSet, LoadError> {
         let mut sources = Vec::new();
         let mut errors = Vec::new();
         for p in paths {
@@ -147,22 +175,48 @@ impl RuleSet {
         if !errors.is_empty() {
             return Err(LoadError { errors });
         }
-        RuleSet::from_sources(&sources)
+        RuleSet::from_sources_with(&sources, mode)
     }
 
     /// Loads rules from in-memory `(name, text)` pairs, in order.
     pub fn from_sources(sources: &[(String, String)]) -> Result<RuleSet, LoadError> {
+        RuleSet::from_sources_with(sources, Unsupported::Error)
+    }
+
+    /// [`Self::from_sources`] with a choice for files that cannot be loaded.
+    pub fn from_sources_with(
+        sources: &[(String, String)],
+        mode: Unsupported,
+    ) -> Result<RuleSet, LoadError> {
         let mut rules: Vec<RuleDef> = Vec::new();
         let mut defined: HashMap<String, (usize, String)> = HashMap::new();
         let mut errors = Vec::new();
+        let mut skipped = Vec::new();
         for (name, text) in sources {
             let items = match load::parse_file(name, text) {
                 Ok(items) => items,
+                Err(e) if mode == Unsupported::Skip => {
+                    skipped.push(Skipped {
+                        file: name.clone(),
+                        reasons: e,
+                    });
+                    continue;
+                }
                 Err(e) => {
                     errors.extend(e);
                     continue;
                 }
             };
+            if mode == Unsupported::Skip {
+                let e = link_errors(&items, &defined);
+                if !e.is_empty() {
+                    skipped.push(Skipped {
+                        file: name.clone(),
+                        reasons: e,
+                    });
+                    continue;
+                }
+            }
             for item in items {
                 match item {
                     Item::Rule(def, at) => {
@@ -207,8 +261,17 @@ impl RuleSet {
             return Err(LoadError { errors });
         }
         rules.retain(|r| r.enabled);
+        if rules.is_empty() && !skipped.is_empty() {
+            let mut errors = vec![format!(
+                "no rule loaded: all {} rule file(s) were skipped as unsupported",
+                skipped.len()
+            )];
+            errors.extend(skipped.into_iter().flat_map(|s| s.reasons));
+            return Err(LoadError { errors });
+        }
         let mut set = RuleSet {
             rules,
+            skipped,
             ..RuleSet::default()
         };
         for (i, r) in set.rules.iter().enumerate() {
@@ -225,6 +288,11 @@ impl RuleSet {
             }
         }
         Ok(set)
+    }
+
+    /// The files left out under [`Unsupported::Skip`], in load order.
+    pub fn skipped(&self) -> &[Skipped] {
+        &self.skipped
     }
 
     /// Number of enabled rules.
@@ -351,6 +419,37 @@ impl RuleSet {
         }
         out
     }
+}
+
+/// The errors that linking a file's items to the rules loaded before it
+/// would give (duplicate ids, changes to rules never loaded), so that under
+/// `Skip` a file is applied whole or not at all.
+fn link_errors(items: &[Item], defined: &HashMap<String, (usize, String)>) -> Vec<String> {
+    let mut out = Vec::new();
+    for item in items {
+        match item {
+            Item::Rule(def, at) => {
+                if let Some((_, first)) = defined.get(&def.id) {
+                    out.push(format!(
+                        "{at}: duplicate rule id `{}` (first defined at {first})",
+                        def.id
+                    ));
+                }
+            }
+            Item::Override { id, at, .. } if !defined.contains_key(id) => out.push(format!(
+                "{at}: no rule with id `{id}` was loaded before this file"
+            )),
+            Item::Override { .. } => {}
+            Item::Disable(ids) => {
+                for (id, at) in ids {
+                    if !defined.contains_key(id) {
+                        out.push(format!("{at}: cannot disable `{id}`: no rule with that id was loaded before this file"));
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The summed score of a scored rule whose query matched.

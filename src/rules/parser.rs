@@ -24,14 +24,19 @@ pub struct FieldRef {
     pub name: String,
     pub index: Option<usize>,
     pub pos: usize,
+    /// Written `?name`: null, not an error, where no event has the field.
+    pub optional: bool,
 }
 
+/// An operand: a literal or, on either side of a comparison or in any
+/// argument of a function, a field.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lit {
     Str(String),
     Num(f64),
     Bool(bool),
     Null,
+    Field(FieldRef),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +80,9 @@ pub enum Op {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pred {
-    pub field: FieldRef,
+    /// The left operand: a field, except where a function's first argument
+    /// is a literal.
+    pub lhs: (Lit, usize),
     pub op: Op,
     pub op_pos: usize,
     pub values: Vec<(Lit, usize)>,
@@ -244,9 +251,13 @@ impl Parser {
                 if call {
                     self.call(name, t.pos)
                 } else {
-                    let field = self.field_rest(name, t.pos)?;
+                    let field = self.field_rest(name, t.pos, false)?;
                     self.predicate(field)
                 }
+            }
+            Tok::Opt(name) => {
+                let field = self.field_rest(name, t.pos, true)?;
+                self.predicate(field)
             }
             Tok::Eof => Err(QueryError::new(
                 t.pos,
@@ -260,7 +271,12 @@ impl Parser {
     }
 
     /// After a field name: an optional `[N]` index.
-    fn field_rest(&mut self, name: String, pos: usize) -> Result<FieldRef, QueryError> {
+    fn field_rest(
+        &mut self,
+        name: String,
+        pos: usize,
+        optional: bool,
+    ) -> Result<FieldRef, QueryError> {
         let mut index = None;
         if self.eat(&Tok::LBrack) {
             let t = self.bump();
@@ -272,7 +288,12 @@ impl Parser {
             }
             self.expect(Tok::RBrack, "`]`")?;
         }
-        Ok(FieldRef { name, index, pos })
+        Ok(FieldRef {
+            name,
+            index,
+            pos,
+            optional,
+        })
     }
 
     fn predicate(&mut self, field: FieldRef) -> Result<Expr, QueryError> {
@@ -319,7 +340,7 @@ impl Parser {
             _ => vec![self.literal()?],
         };
         Ok(Expr::Pred(Pred {
-            field,
+            lhs: (Lit::Field(field.clone()), field.pos),
             op,
             op_pos: t.pos,
             values,
@@ -334,10 +355,12 @@ impl Parser {
             Tok::Ident(ref s) if s.eq_ignore_ascii_case("true") => Lit::Bool(true),
             Tok::Ident(ref s) if s.eq_ignore_ascii_case("false") => Lit::Bool(false),
             Tok::Ident(ref s) if s.eq_ignore_ascii_case("null") => Lit::Null,
+            Tok::Ident(name) => Lit::Field(self.field_rest(name, t.pos, false)?),
+            Tok::Opt(name) => Lit::Field(self.field_rest(name, t.pos, true)?),
             _ => {
                 return Err(QueryError::new(
                     t.pos,
-                    "expected a value (string, number, true, false or null)",
+                    "expected a value (string, number, true, false, null or a field)",
                 ));
             }
         };
@@ -388,15 +411,19 @@ impl Parser {
         let Some(fname) = known.iter().find(|k| k.eq_ignore_ascii_case(&name)) else {
             return Err(QueryError::new(pos, format!("unknown function `{name}`")));
         };
-        let ft = self.bump();
-        let Tok::Ident(fieldname) = ft.tok else {
+        let first = if matches!(self.peek().tok, Tok::LBrack | Tok::LParen) {
+            let t = self.peek().pos;
             return Err(QueryError::new(
-                ft.pos,
-                "expected a field name as the first argument",
+                t,
+                "expected a field or a value as the first argument",
             ));
+        } else {
+            self.literal()?
         };
-        let field = self.field_rest(fieldname, ft.pos)?;
         if *fname == "length" {
+            if !matches!(first.0, Lit::Field(_)) {
+                return Err(QueryError::new(first.1, "length(…) takes a field"));
+            }
             self.expect(Tok::RParen, "`)` (length takes one field)")?;
             let t = self.bump();
             let (op, negate) = match t.tok {
@@ -415,7 +442,7 @@ impl Parser {
             };
             let v = self.literal()?;
             return Ok(Expr::Pred(Pred {
-                field,
+                lhs: first,
                 op: Op::Length { op, negate },
                 op_pos: pos,
                 values: vec![v],
@@ -437,7 +464,7 @@ impl Parser {
             ));
         }
         Ok(Expr::Pred(Pred {
-            field,
+            lhs: first,
             op: Op::Func {
                 name: fname.to_string(),
                 ci,
@@ -494,7 +521,12 @@ mod tests {
         .unwrap();
         let Expr::And(items) = e else { panic!() };
         let Expr::Pred(p) = &items[1] else { panic!() };
-        assert_eq!(p.field.index, Some(1));
+        let Lit::Field(f) = &p.lhs.0 else { panic!() };
+        assert_eq!(f.index, Some(1));
+        assert!(parse_condition("startsWith(process.executable, process.command_line)").is_ok());
+        assert!(parse_condition("endsWith~(\"/usr/bin/X\", process.name)").is_ok());
+        assert!(parse_condition("?process.parent.name : \"x\" or ?a.b == null").is_ok());
+        assert!(parse_condition("process.name == process.parent.name").is_ok());
         assert!(parse_condition("length(process.args) >= 3").is_ok());
         assert!(parse_condition("startsWith~(process.name, \"KUBE\")").is_ok());
     }

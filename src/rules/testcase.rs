@@ -109,6 +109,7 @@ pub fn build_event(given: Value) -> Result<crate::event::Event, String> {
         "execsentry": { "args_complete": true, "args_source": "proc" }
     });
     let has_parent = given.pointer("/process/parent").is_some();
+    let has_user = given.get("user").is_some();
     let has_leader = given.pointer("/process/entry_leader").is_some();
     let in_container = given.get("container").is_some();
     merge(&mut ev, given);
@@ -125,13 +126,42 @@ pub fn build_event(given: Value) -> Result<crate::event::Event, String> {
         p.entry("pid").or_insert(json!(1000));
         derive(p, false);
     }
+    if !has_user {
+        // ECS top-level user: the process's effective user, as enrichment
+        // writes it.
+        let uid = proc_
+            .get("user")
+            .and_then(|u| u.get("id"))
+            .cloned()
+            .unwrap_or(json!("0"));
+        let gid = proc_
+            .get("group")
+            .and_then(|u| u.get("id"))
+            .cloned()
+            .unwrap_or(json!("0"));
+        ev["user"] = json!({ "id": uid });
+        ev["group"] = json!({ "id": gid });
+    }
+    let proc_ = ev
+        .get_mut("process")
+        .and_then(Value::as_object_mut)
+        .ok_or("event.process must be a table")?;
     if in_container && !has_leader {
         proc_.insert(
             "entry_leader".into(),
             json!({ "entry_meta": { "type": "container" } }),
         );
     }
-    serde_json::from_value(ev).map_err(|e| format!("invalid test event: {e}"))
+    // The event model reads leniently (replay takes anyone's ECS); a test
+    // event is ours, so a field the model lacks is a typo to report.
+    let mut unknown = Vec::new();
+    let ev: crate::event::Event =
+        serde_ignored::deserialize(ev, |path| unknown.push(path.to_string()))
+            .map_err(|e| format!("invalid test event: {e}"))?;
+    if let Some(u) = unknown.first() {
+        return Err(format!("invalid test event: unknown field `{u}`"));
+    }
+    Ok(ev)
 }
 
 pub fn parse(src: Src, t: &DeTable, at: usize, index: usize) -> Result<TestCase, String> {
