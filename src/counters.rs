@@ -118,6 +118,13 @@ registry! {
     FanotifyLoaderMarks = "fanotify.loader_marks", Gauge, Fanotify;
     FanotifyExtraOpens = "fanotify.extra_opens", Throughput, Fanotify;
     FanotifyMalformed = "fanotify.malformed", Loss, Fanotify;
+    // kprobe capture (start_thread return probe, perf rings with the user
+    // stack): records read, records the kernel could not write (ring
+    // full), undecodable records, argv cut (flagged, completed from /proc).
+    KprobeRecords = "kprobe.records", Throughput, Kprobe;
+    KprobeLost = "kprobe.lost", Loss, Kprobe;
+    KprobeCorrupt = "kprobe.corrupt", Loss, Kprobe;
+    KprobeCut = "kprobe.cut", Loss, Kprobe;
     // Outputs.
     SyslogSent = "syslog.sent", Throughput, Syslog;
     SyslogDropped = "syslog.dropped", Loss, Syslog;

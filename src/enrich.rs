@@ -50,8 +50,10 @@ pub struct ProcFacts {
     pub ns: Option<Namespaces>,
     pub loginuid: Option<u32>,
     pub sessionid: Option<u32>,
-    /// argv and executable came from a fanotify capture, not `/proc`.
+    /// argv and executable came from a capture source, not `/proc`.
     pub captured: bool,
+    /// Which source (`execsentry.args_source`); empty: fanotify.
+    pub capture_source: &'static str,
     /// The container already known for this process (from the table), used
     /// when its cgroup and namespaces were not read.
     pub known_container: Option<ContainerInfo>,
@@ -158,6 +160,7 @@ impl ProcReader {
             f.interpreter = c.interpreter;
             f.exe_file = c.file;
             f.captured = true;
+            f.capture_source = c.source.as_str();
         }
         let Ok(mut d) = dir else {
             return f;
@@ -167,6 +170,18 @@ impl ProcReader {
             match d.cmdline(&mut f.cmdline, max_args) {
                 Ok(t) => f.cmdline_truncated = t,
                 Err(_) => f.cmdline.clear(),
+            }
+        } else if f.cmdline_truncated {
+            // Cut by its source: completed from /proc while the process
+            // lives (still flagged truncated), when /proc agrees on the
+            // captured prefix.
+            let mut full = Vec::new();
+            let prefix = &f.cmdline[..f.cmdline.len().saturating_sub(1)];
+            if d.cmdline(&mut full, max_args).is_ok()
+                && full.len() > f.cmdline.len()
+                && full.starts_with(prefix)
+            {
+                f.cmdline = full;
             }
         }
         f.stat = stat.or_else(|| d.stat(pid).ok());
@@ -239,7 +254,12 @@ pub fn build_event(inp: &EventInput<'_>) -> Event {
         };
         (fallback, ARGS_COMM, false)
     } else if f.captured {
-        (args, ARGS_FANOTIFY, !f.cmdline_truncated)
+        let source = if f.capture_source.is_empty() {
+            ARGS_FANOTIFY
+        } else {
+            f.capture_source
+        };
+        (args, source, !f.cmdline_truncated)
     } else {
         (args, ARGS_PROC, !f.cmdline_truncated)
     };

@@ -199,6 +199,7 @@ impl Pipeline {
             cmdline_truncated: cap.truncated,
             exe: Some(cap.executable.clone()),
             captured: true,
+            capture_source: cap.source.as_str(),
             known_container,
             ..Default::default()
         };
