@@ -119,6 +119,7 @@ impl SyslogSink {
                 app_name: cfg.app_name.clone(),
                 procid: std::process::id(),
                 max_bytes: cfg.max_message_bytes,
+                hostname: cfg.transport != Transport::Unix,
             },
             queue: Queue::new(cfg.queue),
             conn: Conn::Down {
