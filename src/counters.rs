@@ -208,9 +208,7 @@ impl Counters {
 
     /// By stable name, for `status` JSON.
     pub fn to_map(&self) -> std::collections::BTreeMap<String, u64> {
-        self.iter()
-            .map(|(c, v)| (c.name().to_string(), v))
-            .collect()
+        self.iter().map(|(c, v)| (c.name().to_string(), v)).collect()
     }
 }
 
@@ -233,10 +231,7 @@ mod tests {
     #[test]
     fn a_cache_miss_is_not_a_loss() {
         assert!(!Counter::IdentityMisses.is_loss());
-        assert!(
-            Counter::MetadataMisses.is_loss(),
-            "a container without its name"
-        );
+        assert!(Counter::MetadataMisses.is_loss(), "a container without its name");
         assert!(Counter::LostEvents.is_loss());
         let mut c = Counters::default();
         c.add(Counter::IdentityMisses, 5);
