@@ -23,6 +23,10 @@ DOCKERD_LOG="${EXECSENTRY_DOCKERD_LOG:-/tmp/execsentry-dockerd.log}"
 #   gcc, libc6-dev, python3         the bench's storm driver and its reader
 PACKAGES=(docker.io runc busybox-static rsyslog rsyslog-gnutls gnutls-bin
 	openssl forkstat util-linux libcap2-bin procps tar gcc libc6-dev python3 golang-go)
+# The installed-package VM test (tests/vm/systemd, `make package-test`):
+#   qemu-system-x86 cpio file       boot Debian's kernel with a root as initramfs
+#   debootstrap                     the bookworm root with systemd and rsyslog
+PACKAGES+=(qemu-system-x86 debootstrap cpio file)
 
 install_packages() {
 	local missing=() p
