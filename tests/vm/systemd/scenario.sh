@@ -61,14 +61,11 @@ container_exec() { # container_exec MARKER
 	sh -c 'echo $$ >"$1/cgroup.procs" && exec unshare --pid --mount --fork --mount-proc \
 		"$2/bin/kubectl" get secrets --all-namespaces "$3"' _ "$CGROUP" "$T" "$1" >/dev/null 2>&1 || true
 }
-# The journal entry (export format, one FIELD=value a line) whose MESSAGE
-# holds MARKER, among execsentry's.
+# FIELD=value lines of the first journal entry of execsentry's whose
+# MESSAGE holds MARKER (from the JSON output: one entry a line).
 journal_entry() { # journal_entry MARKER
-	journalctl -t execsentry -o export --no-pager 2>/dev/null |
-		awk -v m="$1" '
-			/^$/ { if (hit) exit; entry = ""; next }
-			{ entry = entry $0 "\n"; if (index($0, "MESSAGE=") == 1 && index($0, m)) hit = 1 }
-			END { if (hit) printf "%s", entry }'
+	journalctl -t execsentry -o json --no-pager 2>/dev/null | grep -F -m1 "$1" |
+		grep -oE '"[A-Z_]+":"([^"\\]|\\.)*"' | sed -E 's/^"([A-Z_]+)":"(.*)"$/\1=\2/; s/\\"/"/g'
 }
 has_journal_entry() { [ -n "$(journal_entry "$1")" ]; }
 
@@ -182,7 +179,7 @@ M3="vmtest-journal-$RANDOM$RANDOM"
 container_exec "$M3"
 if wait_for 20 has_journal_entry "$M3"; then
 	entry=$(journal_entry "$M3")
-	info "$(grep -E '^(MESSAGE|PRIORITY|SYSLOG_FACILITY|SYSLOG_IDENTIFIER|SYSLOG_PID)=' <<<"$entry" | tr '\n' ' ' | cut -c1-600)"
+	info "$(grep -E '^(_TRANSPORT|MESSAGE|PRIORITY|SYSLOG_FACILITY|SYSLOG_IDENTIFIER|SYSLOG_PID)=' <<<"$entry" | tr '\n' ' ' | cut -c1-600)"
 	ok "journalctl -t execsentry finds the alert"
 	check "SYSLOG_IDENTIFIER=execsentry" grep -qx 'SYSLOG_IDENTIFIER=execsentry' <<<"$entry"
 	check "SYSLOG_PID is the sensor's" grep -qx "SYSLOG_PID=$(main_pid)" <<<"$entry"
