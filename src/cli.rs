@@ -93,6 +93,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Developer tools, not part of the interface.
+    #[command(hide = true, subcommand)]
+    Debug(crate::capture::kprobe::debug::DebugAction),
     /// Print alerts from a running sensor's local socket.
     Tail {
         #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]

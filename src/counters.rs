@@ -116,6 +116,12 @@ registry! {
     FanotifyLoaderMarks = "fanotify.loader_marks", Gauge, Fanotify;
     FanotifyExtraOpens = "fanotify.extra_opens", Throughput, Fanotify;
     FanotifyMalformed = "fanotify.malformed", Loss, Fanotify;
+    // kprobe capture (trace records of start_thread through perf rings).
+    KprobeRecords = "kprobe.records", Throughput, Kprobe;
+    KprobeLost = "kprobe.lost", Loss, Kprobe;
+    KprobeIncomplete = "kprobe.incomplete", Loss, Kprobe;
+    KprobeCorrupt = "kprobe.corrupt", Loss, Kprobe;
+    KprobeCut = "kprobe.cut", Loss, Kprobe;
     // Outputs.
     SyslogSent = "syslog.sent", Throughput, Syslog;
     SyslogDropped = "syslog.dropped", Loss, Syslog;

@@ -91,6 +91,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Debug(a) => Ok(ExitCode::from(execsentry::capture::kprobe::debug::run(&a)?)),
         Command::Tail { socket, json } => {
             let stdout = io::stdout();
             let color = stdout.is_terminal();
