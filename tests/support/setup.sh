@@ -21,8 +21,11 @@ DOCKERD_LOG="${EXECSENTRY_DOCKERD_LOG:-/tmp/execsentry-dockerd.log}"
 #   libcap2-bin (capsh)             dropping CAP_NET_ADMIN for the self-check test
 #   procps (pgrep, ps), tar         cleanup checks, building the rootfs tarball
 #   gcc, libc6-dev, python3         the bench's storm driver and its reader
+#   qemu-system-x86 cpio file       the kernel matrix (tests/vm): TCG boots of
+#                                   Debian kernels from an initramfs
 PACKAGES=(docker.io runc busybox-static rsyslog rsyslog-gnutls gnutls-bin
-	openssl forkstat util-linux libcap2-bin procps tar gcc libc6-dev python3 golang-go)
+	openssl forkstat util-linux libcap2-bin procps tar gcc libc6-dev python3 golang-go
+	qemu-system-x86 cpio file)
 
 install_packages() {
 	local missing=() p

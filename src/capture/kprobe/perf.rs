@@ -21,6 +21,7 @@ const ATTR_SIZE_VER5: u32 = 112;
 const ATTR_SIZE_VER0: u32 = 64;
 
 const IOC_ENABLE: libc::c_ulong = 0x2400;
+const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
 const IOC_SET_OUTPUT: libc::c_ulong = 0x2405;
 
 pub const RECORD_LOST: u32 = 2;
@@ -76,7 +77,7 @@ pub fn open(id: u64, cpu: u32, watermark: u32, monotonic: bool) -> io::Result<Ow
             -1 as libc::pid_t,
             cpu as libc::c_int,
             -1 as libc::c_int,
-            libc::PERF_FLAG_FD_CLOEXEC,
+            PERF_FLAG_FD_CLOEXEC,
         )
     };
     if fd < 0 {
