@@ -116,10 +116,11 @@ registry! {
     FanotifyLoaderMarks = "fanotify.loader_marks", Gauge, Fanotify;
     FanotifyExtraOpens = "fanotify.extra_opens", Throughput, Fanotify;
     FanotifyMalformed = "fanotify.malformed", Loss, Fanotify;
-    // kprobe capture (trace records of start_thread through perf rings).
+    // kprobe capture (start_thread return probe, perf rings with the user
+    // stack): records read, records the kernel could not write (ring
+    // full), undecodable records, argv cut (flagged, completed from /proc).
     KprobeRecords = "kprobe.records", Throughput, Kprobe;
     KprobeLost = "kprobe.lost", Loss, Kprobe;
-    KprobeIncomplete = "kprobe.incomplete", Loss, Kprobe;
     KprobeCorrupt = "kprobe.corrupt", Loss, Kprobe;
     KprobeCut = "kprobe.cut", Loss, Kprobe;
     // Outputs.

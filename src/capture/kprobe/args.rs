@@ -1,44 +1,70 @@
-//! From the fetched bytes of one exec to its argv.
+//! From the user-stack dump of one exec to its argv.
 //!
-//! The block read from `argv[0]` on holds the argument strings, then the
-//! environment's; `argc` NULs end the arguments. Bytes past the end of the
-//! stack cannot be read, and the kernel leaves those elements of a fetch
-//! as they were (stale), so only the bytes before the argc-th NUL are used:
-//! they always lie inside the stack, which the kernel wrote moments before.
-//! The argv pointers part 0 fetched give the first arguments' exact
-//! lengths (`argv[i+1] - argv[i]`, `envp[0] - argv[argc-1]`), checked
-//! against the NULs found.
+//! The dump starts at the new stack pointer `sp`: argc, the argv pointers,
+//! NULL, the envp pointers, NULL, the aux vector, then (from `argv[0]` on)
+//! the argument strings, then the environment's. The kernel copies only
+//! readable bytes and says how many; every argument's start is checked
+//! against its pointer, so a cut dump or an odd stack is flagged, never
+//! passed on short.
 
 /// An exec's argv as `/proc/<pid>/cmdline` shows it (every argument
 /// followed by a NUL), and whether anything is missing.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Argv {
     pub bytes: Vec<u8>,
-    /// Cut: by `max_bytes`, by the end of the fetched block, by a part that
-    /// never arrived, or by a length the pointers contradict.
+    /// Cut: by `max_bytes`, by the end of the dump, or by a stack that
+    /// does not look like the one exec builds.
     pub truncated: bool,
 }
 
-/// `block` is the concatenation of the parts received, in block order,
-/// stopping at the first missing one.
-pub fn split(argc: u64, pointers: &[u64], block: &[u8], max_bytes: usize) -> Argv {
+fn u64_at(dump: &[u8], off: usize) -> Option<u64> {
+    let b = dump.get(off..off.checked_add(8)?)?;
+    Some(u64::from_ne_bytes(b.try_into().ok()?))
+}
+
+/// `dump` holds the bytes from `sp` on that the kernel could copy.
+pub fn from_stack(sp: u64, dump: &[u8], max_bytes: usize) -> Argv {
     let mut out = Argv::default();
-    let mut pos = 0usize;
-    let argc = usize::try_from(argc).unwrap_or(usize::MAX);
+    let Some(argc) = u64_at(dump, 0) else {
+        out.truncated = true;
+        return out;
+    };
+    if argc == 0 {
+        return out;
+    }
+    // Offsets of the strings, by their pointers.
+    let offset_of = |i: u64| -> Option<usize> {
+        let p = u64_at(dump, usize::try_from(i.checked_add(1)?.checked_mul(8)?).ok()?)?;
+        usize::try_from(p.checked_sub(sp)?).ok()
+    };
+    let Some(mut pos) = offset_of(0) else {
+        out.truncated = true;
+        return out;
+    };
+    // The strings lie above the pointer arrays.
+    if u64::try_from(pos).unwrap_or(u64::MAX) < argc.saturating_add(2).saturating_mul(8) {
+        out.truncated = true;
+        return out;
+    }
     for i in 0..argc {
-        let rest = &block[pos.min(block.len())..];
+        if i > 0 {
+            match offset_of(i) {
+                Some(o) if o == pos => {}
+                // The pointer lies past the dump: the string too.
+                None if usize::try_from((i + 1) * 8).is_ok_and(|o| o + 8 > dump.len()) => {}
+                _ => {
+                    out.truncated = true;
+                    return out;
+                }
+            }
+        }
+        let rest = dump.get(pos..).unwrap_or_default();
         let Some(len) = rest.iter().position(|&b| b == 0) else {
-            // The argument goes on past what was fetched.
+            // The argument goes on past what the dump holds.
             push_clipped(&mut out, rest, max_bytes);
             out.truncated = true;
             return out;
         };
-        if let Some(want) = expected_len(i, argc, pointers) {
-            if want != len {
-                out.truncated = true;
-                return out;
-            }
-        }
         if out.bytes.len() + len + 1 > max_bytes {
             push_clipped(&mut out, &rest[..len], max_bytes);
             out.truncated = true;
@@ -49,22 +75,6 @@ pub fn split(argc: u64, pointers: &[u64], block: &[u8], max_bytes: usize) -> Arg
         pos += len + 1;
     }
     out
-}
-
-/// Argument `i`'s length by the pointers, when part 0 fetched them.
-fn expected_len(i: usize, argc: usize, p: &[u64]) -> Option<usize> {
-    let start = *p.get(i)?;
-    let end = if i + 1 < argc {
-        *p.get(i + 1)?
-    } else {
-        // argv[argc] is NULL, envp[0] (if any env) follows.
-        match (p.get(argc), p.get(argc + 1)) {
-            (Some(0), Some(&e)) if e != 0 => e,
-            _ => return None,
-        }
-    };
-    let d = end.checked_sub(start)?;
-    usize::try_from(d).ok()?.checked_sub(1)
 }
 
 fn push_clipped(out: &mut Argv, s: &[u8], max_bytes: usize) {
@@ -79,74 +89,90 @@ fn push_clipped(out: &mut Argv, s: &[u8], max_bytes: usize) {
 mod tests {
     use super::*;
 
-    /// A stack as the kernel lays it out: the pointers (argv, NULL, envp,
-    /// NULL) and the block of strings at `base`.
-    fn stack(args: &[&[u8]], env: &[&[u8]], base: u64) -> (Vec<u64>, Vec<u8>) {
-        let mut block = Vec::new();
+    const SP: u64 = 0x7ffd_0000_1000;
+
+    /// A stack as exec lays it out from sp: argc, argv, NULL, envp, NULL,
+    /// a short aux vector, then the strings.
+    fn stack(args: &[&[u8]], env: &[&[u8]]) -> Vec<u8> {
+        let tables = 8 * (1 + args.len() + 1 + env.len() + 1 + 4);
+        let mut strings = Vec::new();
         let mut ptrs = Vec::new();
-        for a in args {
-            ptrs.push(base + block.len() as u64);
-            block.extend_from_slice(a);
-            block.push(0);
+        for s in args.iter().chain(env) {
+            ptrs.push(SP + (tables + strings.len()) as u64);
+            strings.extend_from_slice(s);
+            strings.push(0);
         }
-        ptrs.push(0);
-        for e in env {
-            ptrs.push(base + block.len() as u64);
-            block.extend_from_slice(e);
-            block.push(0);
+        let mut d = Vec::new();
+        d.extend_from_slice(&(args.len() as u64).to_ne_bytes());
+        for (i, p) in ptrs.iter().enumerate() {
+            if i == args.len() {
+                d.extend_from_slice(&0u64.to_ne_bytes());
+            }
+            d.extend_from_slice(&p.to_ne_bytes());
         }
-        ptrs.push(0);
-        (ptrs, block)
+        if env.is_empty() {
+            d.extend_from_slice(&0u64.to_ne_bytes());
+        }
+        d.extend_from_slice(&0u64.to_ne_bytes());
+        d.extend_from_slice(&[0xaa; 32]); // aux vector
+        assert_eq!(d.len(), tables);
+        d.extend_from_slice(&strings);
+        d.extend_from_slice(b"/bin/true\0\0\0\0\0\0\0\0\0");
+        d
     }
 
     #[test]
-    fn exact_argv_from_the_block() {
-        let (p, b) = stack(&[b"/bin/true", b"a b", b"\n\x01\xff"], &[b"PATH=/bin"], 0x7ffd_0000);
-        let a = split(3, &p, &b, 4096);
-        assert_eq!(a.bytes, b"/bin/true\0a b\0\n\x01\xff\0");
+    fn exact_argv_from_the_stack() {
+        let d = stack(&[b"/bin/true", b"a b", b"\n\x01\xff\"", b""], &[b"PATH=/bin"]);
+        let a = from_stack(SP, &d, 4096);
+        assert_eq!(a.bytes, b"/bin/true\0a b\0\n\x01\xff\"\0\0");
         assert!(!a.truncated);
-        // Without the pointers (an old kernel's short fetch) still exact.
-        assert_eq!(split(3, &[], &b, 4096), a);
-        // No environment: the last length is not checked, still exact.
-        let (p, b) = stack(&[b"x", b""], &[], 0x1000);
-        assert_eq!(split(2, &p, &b, 64).bytes, b"x\0\0");
-        assert_eq!(split(0, &p, &b, 64), Argv::default());
+        let d = stack(&[b"x"], &[]);
+        assert_eq!(from_stack(SP, &d, 64).bytes, b"x\0");
+        let d = stack(&[], &[b"E=1"]);
+        assert_eq!(from_stack(SP, &d, 64), Argv::default());
     }
 
     #[test]
-    fn cut_arguments_are_flagged() {
+    fn a_cut_dump_is_flagged() {
         let big = vec![b'A'; 5000];
-        let (p, b) = stack(&[b"/bin/echo", &big], &[b"E=1"], 0x1000);
-        // The fetch covered 2000 bytes only.
-        let a = split(2, &p, &b[..2000], 1 << 20);
+        let d = stack(&[b"/bin/echo", &big, b"end"], &[b"E=1"]);
+        let a = from_stack(SP, &d[..3000], 1 << 20);
         assert!(a.truncated);
-        assert_eq!(&a.bytes[..10], b"/bin/echo\0");
-        assert_eq!(a.bytes.len(), 2001, "what was fetched is kept, NUL-ended");
+        assert!(a.bytes.starts_with(b"/bin/echo\0AAAA"));
+        assert!(a.bytes.ends_with(b"A\0"), "what was dumped is kept, NUL-ended");
         // max_bytes cuts.
-        let a = split(2, &p, &b, 100);
+        let a = from_stack(SP, &d, 100);
         assert!(a.truncated);
         assert_eq!(a.bytes.len(), 100);
-        // More arguments than the block holds.
-        let (p, b) = stack(&[b"a", b"b", b"c"], &[], 0x1000);
-        let a = split(3, &p, &b[..4], 64);
-        assert_eq!(a.bytes, b"a\0b\0");
+        // The dump ends inside the pointer array.
+        let args: Vec<Vec<u8>> = (0..300).map(|i| format!("x{i}").into_bytes()).collect();
+        let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        let d = stack(&refs, &[]);
+        let a = from_stack(SP, &d[..1000], 1 << 20);
         assert!(a.truncated);
+        assert!(from_stack(SP, &d, 1 << 20) == Argv { bytes: args.join(&0u8).into_iter().chain([0]).collect(), truncated: false });
+        assert!(from_stack(SP, &d[..4], 64).truncated);
     }
 
     #[test]
-    fn stale_bytes_contradicting_the_pointers_are_not_used() {
-        let (p, mut b) = stack(&[b"/bin/ls", b"secret"], &[b"E=1"], 0x1000);
-        // An element the kernel could not read kept another record's bytes.
-        b[9] = 0;
-        let a = split(2, &p, &b, 64);
+    fn a_stack_that_contradicts_its_pointers_is_flagged() {
+        let mut d = stack(&[b"/bin/ls", b"secret"], &[b"E=1"]);
+        // argv[1] pointing elsewhere than after argv[0].
+        let p1 = u64::from_ne_bytes(d[16..24].try_into().unwrap());
+        d[16..24].copy_from_slice(&(p1 + 2).to_ne_bytes());
+        let a = from_stack(SP, &d, 64);
         assert!(a.truncated);
         assert_eq!(a.bytes, b"/bin/ls\0");
-    }
-
-    #[test]
-    fn hostile_argc_does_not_loop() {
-        let a = split(u64::MAX, &[], b"a\0b\0", 64);
-        assert!(a.truncated);
-        assert_eq!(a.bytes, b"a\0b\0");
+        // argv[0] pointing into the tables, below sp, or far away.
+        for p in [SP + 8, SP - 8, u64::MAX] {
+            let mut d = stack(&[b"a"], &[]);
+            d[8..16].copy_from_slice(&p.to_ne_bytes());
+            assert!(from_stack(SP, &d, 64).truncated);
+        }
+        // A huge argc on a short stack ends, flagged.
+        let mut d = stack(&[b"a"], &[]);
+        d[..8].copy_from_slice(&u64::MAX.to_ne_bytes());
+        assert!(from_stack(SP, &d, 64).truncated);
     }
 }

@@ -43,8 +43,9 @@ pub struct CaptureArgs {
     pub max_args_bytes: usize,
     #[arg(long, default_value_t = super::DEFAULT_RING_PAGES)]
     pub ring_pages: usize,
-    #[arg(long, default_value_t = super::DEFAULT_MAX_PARTS)]
-    pub max_parts: usize,
+    /// Bytes of user stack copied per exec.
+    #[arg(long, default_value_t = super::DEFAULT_STACK_DUMP)]
+    pub stack_dump: u32,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -57,7 +58,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 pub fn capture(a: &CaptureArgs) -> anyhow::Result<u8> {
     let mut opts = Options::new(a.max_args_bytes);
     opts.ring_pages = a.ring_pages;
-    opts.max_parts = a.max_parts;
+    opts.stack_dump = a.stack_dump;
     let mut src = match KprobeSource::open(opts) {
         Ok(s) => s,
         Err(u) => {
@@ -71,7 +72,7 @@ pub fn capture(a: &CaptureArgs) -> anyhow::Result<u8> {
     }
     let mut poll = Poll::new()?;
     src.register(poll.registry(), Token(0))?;
-    eprintln!("execsentry: ready (capture=kprobe, group={}, block={})", src.group(), src.block_len());
+    eprintln!("execsentry: ready (capture=kprobe, group={}, stack_dump={})", src.group(), src.stack_dump());
     let mut events = Events::with_capacity(64);
     let mut out = Vec::new();
     let (mut n, start) = (0u64, Instant::now());
@@ -91,7 +92,7 @@ pub fn capture(a: &CaptureArgs) -> anyhow::Result<u8> {
             break;
         }
     }
-    // Whatever the kernel wrote until now, and groups still waiting.
+    // Whatever the kernel wrote until now.
     std::thread::sleep(Duration::from_millis(50));
     src.on_ready(None, &mut AllowAll, &mut out);
     n += print(&mut w, &mut out)?;

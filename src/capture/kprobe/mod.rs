@@ -1,11 +1,11 @@
-//! The kprobe capture source: ftrace kprobe events on `start_thread`,
+//! The kprobe capture source: an ftrace return probe on `start_thread`,
 //! read through perf rings. It fires once per successful exec, after the
 //! new stack is built and before the new program runs, so it sees exactly
 //! the argv the program receives; nobody waits for it.
 //!
-//! Layout of the probes: [`probes`]; their records: [`format`]; from the
-//! records to an argv: [`args`]; the rings: [`perf`]; tracefs and why a
-//! kernel cannot do it: [`tracefs`].
+//! The probe: [`probes`]; its record: [`format`]; from the user-stack dump
+//! to an argv: [`args`]; the rings: [`perf`]; tracefs and why a kernel
+//! cannot do it: [`tracefs`].
 
 pub mod args;
 pub mod debug;
@@ -18,7 +18,6 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
@@ -28,25 +27,24 @@ use crate::counters::{Counter, Counters};
 
 use format::Format;
 use perf::{Record, Ring};
-use probes::{Features, Part};
+use probes::Features;
 use tracefs::Tracefs;
 
-/// Data pages of each CPU's ring (power of two): 1 MiB with 4 KiB pages,
-/// about 500 execs of a full part set between two drains.
-pub const DEFAULT_RING_PAGES: usize = 256;
-/// Probes on `start_thread`: each costs its reads on every exec, so the
-/// block they cover is bounded (about 7.7 KiB); longer argv is flagged and
-/// completed from `/proc/<pid>/cmdline`.
-pub const DEFAULT_MAX_PARTS: usize = 4;
-/// A group still missing parts this long after its first record is given
-/// up as incomplete (the parts of one exec are written within microseconds).
-const PART_WAIT: Duration = Duration::from_millis(20);
+/// User stack copied per exec: argc, the pointer arrays, the aux vector
+/// and about 14 KiB of argument strings. Longer argv is flagged and
+/// completed from `/proc/<pid>/cmdline`. Every sample takes this much
+/// ring space whatever the exec's size (the kernel skips what it could
+/// not copy).
+pub const DEFAULT_STACK_DUMP: u32 = 16 * 1024;
+/// Data pages of each CPU's ring (power of two): 2 MiB with 4 KiB pages,
+/// about 120 execs between two drains.
+pub const DEFAULT_RING_PAGES: usize = 512;
 
 #[derive(Debug, Clone)]
 pub struct Options {
     pub max_args_bytes: usize,
     pub ring_pages: usize,
-    pub max_parts: usize,
+    pub stack_dump: u32,
     /// `/` on a host; tests point it at a fake tree.
     pub root: PathBuf,
 }
@@ -56,40 +54,16 @@ impl Options {
         Options {
             max_args_bytes,
             ring_pages: DEFAULT_RING_PAGES,
-            max_parts: DEFAULT_MAX_PARTS,
+            stack_dump: DEFAULT_STACK_DUMP,
             root: PathBuf::from("/"),
         }
     }
-}
-
-struct PartInfo {
-    part: Part,
-    format: Format,
-}
-
-/// What a ring holds of the exec whose parts are arriving.
-struct Pending {
-    pid: u32,
-    sp: u64,
-    seen: u32,
-    first_seen: Instant,
-    argc: Option<u64>,
-    comm: Option<Vec<u8>>,
-    pointers: Vec<u64>,
-    block: Vec<u8>,
-}
-
-struct CpuRing {
-    ring: Ring,
-    leader: i32,
-    pending: Option<Pending>,
 }
 
 #[derive(Default)]
 struct Tally {
     records: u64,
     lost: u64,
-    incomplete: u64,
     corrupt: u64,
     cut: u64,
 }
@@ -97,14 +71,13 @@ struct Tally {
 pub struct KprobeSource {
     tracefs: Tracefs,
     group: String,
-    parts: Vec<PartInfo>,
-    rings: Vec<CpuRing>,
+    format: Format,
+    rings: Vec<Ring>,
     fds: Vec<OwnedFd>,
     opts: Options,
-    block_len: usize,
     tally: Tally,
-    /// Block buffers of finished groups, reused.
-    spare: Vec<Vec<u8>>,
+    /// Records copied out of a ring before they are decoded.
+    batch: Vec<u8>,
 }
 
 fn unavailable(reason: impl Into<String>) -> Unavailable {
@@ -115,7 +88,7 @@ fn unavailable(reason: impl Into<String>) -> Unavailable {
 }
 
 impl KprobeSource {
-    /// Defines the probes (the richest layout the kernel accepts), removes
+    /// Defines the probe (the richest form the kernel accepts), removes
     /// probes of sensors that are gone, and opens the rings.
     pub fn open(opts: Options) -> Result<KprobeSource, Unavailable> {
         let t = tracefs::find(&opts.root).map_err(unavailable)?;
@@ -123,17 +96,16 @@ impl KprobeSource {
         let (pid, start) = (std::process::id(), own_start_time(&opts.root));
         let group = probes::group_name(pid, start);
         remove_stale(&t, &group, &opts.root);
-        let parts = define(&t, &group, &opts)?;
+        let format = define(&t, &group, &opts.root)?;
         let mut src = KprobeSource {
             tracefs: t,
             group,
-            block_len: parts.iter().map(|p| p.part.block_len).sum(),
-            parts,
+            format,
             rings: Vec::new(),
             fds: Vec::new(),
             opts,
             tally: Tally::default(),
-            spare: Vec::new(),
+            batch: Vec::new(),
         };
         // On error, Drop removes what was defined.
         src.open_rings()?;
@@ -144,50 +116,31 @@ impl KprobeSource {
         &self.group
     }
 
-    /// Bytes of arg block the probes read per exec.
-    pub fn block_len(&self) -> usize {
-        self.block_len
+    pub fn stack_dump(&self) -> u32 {
+        self.opts.stack_dump
     }
 
     fn open_rings(&mut self) -> Result<(), Unavailable> {
-        let cpus = online_cpus(&self.opts.root);
         let page = 4096usize;
-        let watermark = u32::try_from(self.opts.ring_pages.max(1).next_power_of_two() * page / 4).unwrap_or(u32::MAX);
+        let pages = self.opts.ring_pages.max(1).next_power_of_two();
+        let watermark = u32::try_from(pages * page / 4).unwrap_or(u32::MAX);
+        let id = u64::from(self.format.id);
+        let dump = self.opts.stack_dump;
         let mut monotonic = true;
-        for cpu in cpus {
-            let mut leader: Option<(OwnedFd, Ring)> = None;
-            for p in &self.parts {
-                let fd = match perf::open(u64::from(p.format.id), cpu, watermark, monotonic) {
-                    Ok(fd) => fd,
-                    Err(e) if monotonic && matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::E2BIG)) => {
-                        monotonic = false;
-                        perf::open(u64::from(p.format.id), cpu, watermark, false)
-                            .map_err(|e| perf_refused(&e))?
-                    }
-                    // A CPU that went offline since the list was read.
-                    Err(e) if e.raw_os_error() == Some(libc::ENODEV) => break,
-                    Err(e) => return Err(perf_refused(&e)),
-                };
-                match &leader {
-                    None => {
-                        let ring = Ring::map(&fd, self.opts.ring_pages)
-                            .map_err(|e| unavailable(format!("mmap of a perf ring: {e}")))?;
-                        leader = Some((fd, ring));
-                    }
-                    Some((l, _)) => {
-                        perf::set_output(&fd, l).map_err(|e| unavailable(format!("PERF_EVENT_IOC_SET_OUTPUT: {e}")))?;
-                        self.fds.push(fd);
-                    }
+        for cpu in online_cpus(&self.opts.root) {
+            let fd = match perf::open(id, cpu, watermark, dump, monotonic) {
+                Ok(fd) => fd,
+                Err(e) if monotonic && matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::E2BIG)) => {
+                    monotonic = false;
+                    perf::open(id, cpu, watermark, dump, false).map_err(|e| perf_refused(&e))?
                 }
-            }
-            if let Some((fd, ring)) = leader {
-                self.rings.push(CpuRing {
-                    ring,
-                    leader: fd.as_raw_fd(),
-                    pending: None,
-                });
-                self.fds.push(fd);
-            }
+                // A CPU that went offline since the list was read.
+                Err(e) if e.raw_os_error() == Some(libc::ENODEV) => continue,
+                Err(e) => return Err(perf_refused(&e)),
+            };
+            let ring = Ring::map(&fd, pages).map_err(|e| unavailable(format!("mmap of a perf ring: {e}")))?;
+            self.rings.push(ring);
+            self.fds.push(fd);
         }
         if self.rings.is_empty() {
             return Err(unavailable("no CPU accepted a perf event"));
@@ -198,149 +151,60 @@ impl KprobeSource {
         Ok(())
     }
 
-    /// Leader fds, one per ring, in ring order (for the loop's poll).
-    fn leaders(&self) -> Vec<i32> {
-        self.rings.iter().map(|r| r.leader).collect()
-    }
-
     fn drain_ring(&mut self, i: usize, out: &mut Vec<Capture>) {
-        let mut recs: Vec<Vec<u8>> = Vec::new();
-        // Records are copied out first: the decode below needs &mut self.
-        self.rings[i].ring.drain(|r| recs.push(r.to_vec()));
-        for r in &recs {
-            self.on_record(i, r, out);
+        // Records are copied out first (a record may wrap the ring end),
+        // each prefixed by its length, into one reused buffer.
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.clear();
+        self.rings[i].drain(|r| {
+            batch.extend_from_slice(&(r.len() as u32).to_ne_bytes());
+            batch.extend_from_slice(r);
+        });
+        let mut at = 0;
+        while let Some(n) = batch.get(at..at + 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize) {
+            let rec = &batch[at + 4..at + 4 + n];
+            at += 4 + n;
+            self.on_record(rec, out);
         }
-        self.expire(i, Instant::now(), out);
+        self.batch = batch;
     }
 
-    fn on_record(&mut self, i: usize, rec: &[u8], out: &mut Vec<Capture>) {
+    fn on_record(&mut self, rec: &[u8], out: &mut Vec<Capture>) {
         match perf::decode(rec) {
-            Record::Sample { pid, raw, .. } => {
+            Record::Sample { pid, raw, sp, stack, .. } => {
                 self.tally.records += 1;
-                self.on_sample(i, pid, raw, out);
+                let mut cap = Capture {
+                    pid,
+                    comm: self.format.string_of(raw, "comm").map(<[u8]>::to_vec),
+                    source: ArgsSource::Kprobe,
+                    ..Capture::default()
+                };
+                match sp {
+                    Some(sp) if !stack.is_empty() => {
+                        let a = args::from_stack(sp, stack, self.opts.max_args_bytes);
+                        if a.truncated {
+                            self.tally.cut += 1;
+                        }
+                        cap.argv = a.bytes;
+                        cap.truncated = a.truncated;
+                        cap.args_read = true;
+                    }
+                    // No user registers or stack (a kernel thread's exec).
+                    _ => cap.truncated = true,
+                }
+                out.push(cap);
             }
-            Record::Lost(n) => {
-                self.tally.lost += n;
-                // The parts after those already here were among the lost.
-                self.finish(i, out);
-            }
+            Record::Lost(n) => self.tally.lost += n,
             Record::Other => {}
             Record::Corrupt => self.tally.corrupt += 1,
         }
     }
 
-    fn on_sample(&mut self, i: usize, pid: u32, raw: &[u8], out: &mut Vec<Capture>) {
-        let Some(id) = raw.get(..2).map(|b| u16::from_ne_bytes([b[0], b[1]])) else {
-            self.tally.corrupt += 1;
-            return;
-        };
-        let Some(k) = self.parts.iter().position(|p| p.format.id == id) else {
-            self.tally.corrupt += 1;
-            return;
-        };
-        let f = &self.parts[k].format;
-        let Some(sp) = f.u64_of(raw, "sp") else {
-            self.tally.corrupt += 1;
-            return;
-        };
-        let same = matches!(&self.rings[i].pending, Some(p) if p.pid == pid && p.sp == sp && p.seen & (1 << k) == 0);
-        if !same {
-            self.finish(i, out);
-            let block = self.spare.pop().unwrap_or_default();
-            self.rings[i].pending = Some(Pending {
-                pid,
-                sp,
-                seen: 0,
-                first_seen: Instant::now(),
-                argc: None,
-                comm: None,
-                pointers: Vec::new(),
-                block,
-            });
-        }
-        let info = &self.parts[k];
-        let block_len = self.block_len;
-        let Some(p) = self.rings[i].pending.as_mut() else { return };
-        p.seen |= 1 << k;
-        p.block.resize(block_len, 0);
-        let mut at = info.part.block_start;
-        for j in 0.. {
-            let Some(b) = info.format.bytes_of(raw, &probes::block_field(j)) else { break };
-            p.block[at..at + b.len()].copy_from_slice(b);
-            at += b.len();
-        }
-        if k == 0 {
-            p.argc = info.format.u64_of(raw, "argc");
-            p.comm = info.format.string_of(raw, "comm").map(<[u8]>::to_vec);
-            p.pointers.clear();
-            if let Some(b) = info.format.bytes_of(raw, "p") {
-                p.pointers.extend(b.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default())));
-            } else {
-                for j in 0..probes::POINTERS {
-                    match info.format.u64_of(raw, &probes::pointer_field(j)) {
-                        Some(v) => p.pointers.push(v),
-                        None => break,
-                    }
-                }
-            }
-        }
-        if p.seen == (1u32 << self.parts.len()) - 1 {
-            self.finish(i, out);
-        }
-    }
-
-    /// Turns the ring's pending group into a capture.
-    fn finish(&mut self, i: usize, out: &mut Vec<Capture>) {
-        let Some(mut p) = self.rings[i].pending.take() else { return };
-        let all = (1u32 << self.parts.len()) - 1;
-        if p.seen != all {
-            self.tally.incomplete += 1;
-        }
-        let mut cap = Capture {
-            pid: p.pid,
-            comm: p.comm.take(),
-            source: ArgsSource::Kprobe,
-            ..Capture::default()
-        };
-        match p.argc {
-            Some(argc) => {
-                // The parts received, in block order, up to the first gap.
-                let mut end = 0;
-                for (k, info) in self.parts.iter().enumerate() {
-                    if p.seen & (1 << k) == 0 {
-                        break;
-                    }
-                    end = info.part.block_start + info.part.block_len;
-                }
-                let a = args::split(argc, &p.pointers, &p.block[..end], self.opts.max_args_bytes);
-                if a.truncated {
-                    self.tally.cut += 1;
-                }
-                cap.argv = a.bytes;
-                cap.truncated = a.truncated;
-                cap.args_read = true;
-            }
-            // Part 0 lost: the exec is known, its argv is not.
-            None => cap.truncated = true,
-        }
-        p.block.clear();
-        self.spare.push(p.block);
-        out.push(cap);
-    }
-
-    fn expire(&mut self, i: usize, now: Instant, out: &mut Vec<Capture>) {
-        if matches!(&self.rings[i].pending, Some(p) if now.duration_since(p.first_seen) >= PART_WAIT) {
-            self.finish(i, out);
-        }
-    }
-
     fn remove_own(&mut self) {
-        // The events are busy while a perf fd holds them.
+        // The event is busy while a perf fd holds it.
         self.rings.clear();
         self.fds.clear();
-        for p in &self.parts {
-            let _ = self.tracefs.write_event(&probes::removal(&self.group, &p.part.event));
-        }
+        let _ = self.tracefs.write_event(&probes::removal(&self.group, &self.group));
     }
 }
 
@@ -356,123 +220,68 @@ impl CaptureSource for KprobeSource {
     }
 
     fn register(&mut self, registry: &Registry, first: Token) -> io::Result<usize> {
-        let leaders = self.leaders();
-        for (i, fd) in leaders.iter().enumerate() {
-            registry.register(&mut SourceFd(fd), Token(first.0 + i), Interest::READABLE)?;
+        for (i, fd) in self.fds.iter().enumerate() {
+            registry.register(&mut SourceFd(&fd.as_raw_fd()), Token(first.0 + i), Interest::READABLE)?;
         }
-        Ok(leaders.len())
+        Ok(self.fds.len())
     }
 
-    fn on_ready(&mut self, token: Option<Token>, _decider: &mut dyn Decider, out: &mut Vec<Capture>) {
-        // Ring order is token order; the join's request drains them all.
-        let _ = token;
+    fn on_ready(&mut self, _token: Option<Token>, _decider: &mut dyn Decider, out: &mut Vec<Capture>) {
+        // Every ring: the join's request needs them all, and a woken ring
+        // is rarely alone under load. Draining an empty ring is two loads.
         for i in 0..self.rings.len() {
             self.drain_ring(i, out);
         }
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
-        self.rings
-            .iter()
-            .filter_map(|r| r.pending.as_ref().map(|p| p.first_seen + PART_WAIT))
-            .min()
-    }
-
     fn counters(&self, out: &mut Counters) {
         out.add(Counter::KprobeRecords, self.tally.records);
         out.add(Counter::KprobeLost, self.tally.lost);
-        out.add(Counter::KprobeIncomplete, self.tally.incomplete);
         out.add(Counter::KprobeCorrupt, self.tally.corrupt);
         out.add(Counter::KprobeCut, self.tally.cut);
     }
 }
 
-/// Tries layouts from the richest down; returns the parts as defined and
-/// their formats, every record bound checked against the format.
-fn define(t: &Tracefs, group: &str, opts: &Options) -> Result<Vec<PartInfo>, Unavailable> {
-    let layouts = [
-        Features { arrays: true, comm: true },
-        Features { arrays: true, comm: false },
-        Features { arrays: false, comm: true },
-        Features { arrays: false, comm: false },
-    ];
+/// Defines the probe, `$comm` first; returns its format, the record bound
+/// checked against it.
+fn define(t: &Tracefs, group: &str, root: &Path) -> Result<Format, Unavailable> {
     let mut last = String::new();
-    for features in layouts {
-        let parts = probes::parts(group, features, opts.max_args_bytes, opts.max_parts);
-        let mut defined = Vec::new();
-        let mut refused = None;
-        for p in &parts {
-            match t.write_event(&p.definition) {
-                Ok(()) => defined.push(p),
-                Err(e) => {
-                    refused = Some(e);
-                    break;
-                }
-            }
-        }
-        if let Some(e) = refused {
-            for p in &defined {
-                let _ = t.write_event(&probes::removal(group, &p.event));
-            }
-            last = tracefs::refusal(&e, t, &opts.root);
-            // Only a parse refusal makes a simpler layout worth trying.
+    for features in [Features { comm: true }, Features { comm: false }] {
+        if let Err(e) = t.write_event(&probes::definition(group, features)) {
+            last = tracefs::refusal(&e, t, root);
+            // Only a parse refusal makes the simpler form worth trying.
             if e.raw_os_error() != Some(libc::EINVAL) {
                 return Err(unavailable(last));
             }
             continue;
         }
-        let mut infos = Vec::new();
-        for p in parts {
-            let text = t.format(group, &p.event);
-            let format = match text.as_deref().map(Format::parse) {
-                Ok(Ok(f)) => f,
-                Ok(Err(e)) => return Err(remove_all(t, group, &infos, &p, format!("format of {group}/{}: {e}", p.event))),
-                Err(e) => return Err(remove_all(t, group, &infos, &p, format!("format of {group}/{}: {e}", p.event))),
-            };
-            let max = format.fixed_size + if features.comm && p.block_start == 0 { probes::COMM_MAX } else { 0 };
-            if max > probes::RECORD_LIMIT {
-                return Err(remove_all(
-                    t,
-                    group,
-                    &infos,
-                    &p,
-                    format!("{group}/{} records could reach {max} bytes, above the perf limit {}", p.event, probes::RECORD_LIMIT),
-                ));
-            }
-            infos.push(PartInfo { part: p, format });
+        let remove = |why: String| {
+            let _ = t.write_event(&probes::removal(group, group));
+            unavailable(why)
+        };
+        let format = match t.format(group, group).map(|s| Format::parse(&s)) {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => return Err(remove(format!("format of {group}/{group}: {e}"))),
+            Err(e) => return Err(remove(format!("format of {group}/{group}: {e}"))),
+        };
+        let max = probes::max_record(format.fixed_size, features);
+        if max > probes::RECORD_LIMIT {
+            return Err(remove(format!(
+                "{group}/{group} records could reach {max} bytes, above the perf limit {}",
+                probes::RECORD_LIMIT
+            )));
         }
-        log::info!(
-            "kprobe capture: {} probes on {} ({}), {} bytes of argv block per exec",
-            infos.len(),
-            probes::SYMBOL,
-            if features.arrays { "array fetches" } else { "scalar fetches" },
-            infos.iter().map(|i| i.part.block_len).sum::<usize>()
-        );
-        return Ok(infos);
+        return Ok(format);
     }
     Err(unavailable(last))
 }
 
-fn remove_all(t: &Tracefs, group: &str, infos: &[PartInfo], p: &Part, why: String) -> Unavailable {
-    for i in infos {
-        let _ = t.write_event(&probes::removal(group, &i.part.event));
-    }
-    let _ = t.write_event(&probes::removal(group, &p.event));
-    // Parts after `p` were defined too.
-    if let Ok(listing) = t.kprobe_events() {
-        for (g, e) in probes::listed_events(&listing) {
-            if g == group {
-                let _ = t.write_event(&probes::removal(&g, &e));
-            }
-        }
-    }
-    unavailable(why)
-}
-
 fn perf_refused(e: &io::Error) -> Unavailable {
     let hint = match e.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => " (needs CAP_PERFMON or CAP_SYS_ADMIN, and perf_event_open allowed by seccomp: it is in @debug)",
-        Some(libc::ENOSYS) => " (no perf events in this kernel)",
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            " (needs CAP_PERFMON or CAP_SYS_ADMIN, and perf_event_open allowed by seccomp: it is in @debug)"
+        }
+        Some(libc::ENOSYS) => " (no perf events in this kernel, or no user-stack sampling)",
         _ => "",
     };
     unavailable(format!("perf_event_open on a kprobe event: {e}{hint}"))

@@ -1,9 +1,8 @@
-//! The perf read path: one `perf_event_open` per probe and CPU on the
-//! probe's tracepoint id, all of a CPU's probes writing into one mmap'ed
-//! ring (`PERF_EVENT_IOC_SET_OUTPUT`). Draining a ring is reading memory,
-//! no system call; a full ring makes the kernel count what it could not
-//! write and report it in a `PERF_RECORD_LOST`. The events die with their
-//! fds, so a killed sensor leaves no enabled probe behind.
+//! The perf read path: one `perf_event_open` per CPU on the probe's
+//! tracepoint id, each with its mmap'ed ring. Draining a ring is reading
+//! memory, no system call; a full ring makes the kernel count what it
+//! could not write and report it in a `PERF_RECORD_LOST`. The events die
+//! with their fds, so a killed sensor leaves no enabled probe behind.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -13,16 +12,21 @@ const PERF_TYPE_TRACEPOINT: u32 = 2;
 const PERF_SAMPLE_TID: u64 = 1 << 1;
 const PERF_SAMPLE_TIME: u64 = 1 << 2;
 const PERF_SAMPLE_RAW: u64 = 1 << 10;
+const PERF_SAMPLE_REGS_USER: u64 = 1 << 12;
+const PERF_SAMPLE_STACK_USER: u64 = 1 << 13;
+/// `PERF_REG_X86_SP`: the one user register sampled.
+const REG_SP: u64 = 1 << 7;
+/// `sample_stack_user` must be below `USHRT_MAX` and a multiple of 8.
+pub const MAX_STACK_DUMP: u32 = 65528;
 const FLAG_DISABLED: u64 = 1 << 0;
 const FLAG_WATERMARK: u64 = 1 << 14;
 const FLAG_USE_CLOCKID: u64 = 1 << 25;
-/// Attribute sizes: VER5 (4.17, with clockid) and VER0 (every kernel).
+/// Attribute size VER5 (4.17); older kernels accept it when the fields
+/// they do not know are zero (clockid is, without use_clockid).
 const ATTR_SIZE_VER5: u32 = 112;
-const ATTR_SIZE_VER0: u32 = 64;
 
 const IOC_ENABLE: libc::c_ulong = 0x2400;
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
-const IOC_SET_OUTPUT: libc::c_ulong = 0x2405;
 
 pub const RECORD_LOST: u32 = 2;
 pub const RECORD_SAMPLE: u32 = 9;
@@ -51,18 +55,21 @@ struct Attr {
     reserved: u16,
 }
 
-/// Opens the tracepoint `id` on `cpu`, disabled. Time stamps are
-/// CLOCK_MONOTONIC where the kernel supports `use_clockid` (4.1); the
-/// return says which.
-pub fn open(id: u64, cpu: u32, watermark: u32, monotonic: bool) -> io::Result<OwnedFd> {
+/// Opens the tracepoint `id` on `cpu`, disabled, each sample with the
+/// task's user stack pointer and `stack_dump` bytes of its user stack.
+/// Time stamps are CLOCK_MONOTONIC where the kernel supports
+/// `use_clockid` (4.1).
+pub fn open(id: u64, cpu: u32, watermark: u32, stack_dump: u32, monotonic: bool) -> io::Result<OwnedFd> {
     let mut attr = Attr {
         kind: PERF_TYPE_TRACEPOINT,
-        size: if monotonic { ATTR_SIZE_VER5 } else { ATTR_SIZE_VER0 },
+        size: ATTR_SIZE_VER5,
         config: id,
         sample_period: 1,
-        sample_type: PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_RAW,
+        sample_type: PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_RAW | PERF_SAMPLE_REGS_USER | PERF_SAMPLE_STACK_USER,
         flags: FLAG_DISABLED | FLAG_WATERMARK,
         wakeup_watermark: watermark.max(1),
+        sample_regs_user: REG_SP,
+        sample_stack_user: stack_dump.min(MAX_STACK_DUMP) & !7,
         ..Attr::default()
     };
     if monotonic {
@@ -89,11 +96,6 @@ pub fn open(id: u64, cpu: u32, watermark: u32, monotonic: bool) -> io::Result<Ow
 
 pub fn enable(fd: &OwnedFd) -> io::Result<()> {
     ioctl(fd.as_raw_fd(), IOC_ENABLE, 0)
-}
-
-/// Makes `fd` write into `leader`'s ring.
-pub fn set_output(fd: &OwnedFd, leader: &OwnedFd) -> io::Result<()> {
-    ioctl(fd.as_raw_fd(), IOC_SET_OUTPUT, leader.as_raw_fd() as libc::c_ulong)
 }
 
 fn ioctl(fd: RawFd, req: libc::c_ulong, arg: libc::c_ulong) -> io::Result<()> {
@@ -216,8 +218,15 @@ fn copy_out(data: &[u8], at: usize, out: &mut [u8]) {
 /// One record of the ring, decoded for our sample layout.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Record<'a> {
-    /// pid, time stamp, the trace record (`raw`).
-    Sample { pid: u32, time: u64, raw: &'a [u8] },
+    /// pid, time stamp, the trace record (`raw`), the user stack pointer
+    /// and the bytes from it on that the kernel could copy (`stack`).
+    Sample {
+        pid: u32,
+        time: u64,
+        raw: &'a [u8],
+        sp: Option<u64>,
+        stack: &'a [u8],
+    },
     Lost(u64),
     Other,
     Corrupt,
@@ -232,34 +241,74 @@ pub fn decode(rec: &[u8]) -> Record<'_> {
     let u64_at = |o: usize| rec.get(o..o + 8).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default()));
     match kind {
         RECORD_SAMPLE => {
-            // TID (pid u32, tid u32), TIME u64, RAW (size u32, bytes).
+            // TID (pid u32, tid u32), TIME u64, RAW (size u32, bytes),
+            // REGS_USER (abi u64, then sp if abi), STACK_USER (size u64,
+            // bytes, then the copied size if size).
             let (Some(pid), Some(time), Some(n)) = (u32_at(8), u64_at(16), u32_at(24)) else {
                 return Record::Corrupt;
             };
-            match rec.get(28..28 + n as usize) {
-                Some(raw) => Record::Sample { pid, time, raw },
-                None => Record::Corrupt,
-            }
+            let mut off = 28 + n as usize;
+            let Some(raw) = rec.get(28..off) else {
+                return Record::Corrupt;
+            };
+            let Some(abi) = u64_at(off) else {
+                return Record::Corrupt;
+            };
+            off += 8;
+            let sp = if abi != 0 {
+                off += 8;
+                match u64_at(off - 8) {
+                    Some(sp) => Some(sp),
+                    None => return Record::Corrupt,
+                }
+            } else {
+                None
+            };
+            let Some(size) = u64_at(off).and_then(|s| usize::try_from(s).ok()) else {
+                return Record::Corrupt;
+            };
+            off += 8;
+            let stack = if size == 0 {
+                &[][..]
+            } else {
+                let (Some(data), Some(dyn_size)) = (rec.get(off..off.saturating_add(size)), u64_at(off.saturating_add(size))) else {
+                    return Record::Corrupt;
+                };
+                &data[..usize::try_from(dyn_size).unwrap_or(usize::MAX).min(size)]
+            };
+            Record::Sample { pid, time, raw, sp, stack }
         }
         RECORD_LOST => u64_at(16).map_or(Record::Corrupt, Record::Lost),
         _ => Record::Other,
     }
 }
 
+/// A sample as the kernel writes it (raw padded so that its u32 size and
+/// bytes end 8-aligned; `size` bytes of stack of which `copied` are valid).
 #[cfg(test)]
-pub fn sample_bytes(pid: u32, time: u64, raw: &[u8]) -> Vec<u8> {
+pub fn sample_bytes(pid: u32, time: u64, raw: &[u8], sp: u64, stack: &[u8], size: usize) -> Vec<u8> {
     let mut v = Vec::new();
-    let body = 28 + raw.len();
-    let len = body.div_ceil(8) * 8;
     v.extend_from_slice(&RECORD_SAMPLE.to_ne_bytes());
     v.extend_from_slice(&0u16.to_ne_bytes());
-    v.extend_from_slice(&(len as u16).to_ne_bytes());
+    v.extend_from_slice(&0u16.to_ne_bytes());
     v.extend_from_slice(&pid.to_ne_bytes());
     v.extend_from_slice(&pid.to_ne_bytes());
     v.extend_from_slice(&time.to_ne_bytes());
-    v.extend_from_slice(&(raw.len() as u32).to_ne_bytes());
+    let padded = (raw.len() + 4).div_ceil(8) * 8 - 4;
+    v.extend_from_slice(&(padded as u32).to_ne_bytes());
     v.extend_from_slice(raw);
-    v.resize(len, 0);
+    v.resize(28 + padded, 0);
+    v.extend_from_slice(&2u64.to_ne_bytes());
+    v.extend_from_slice(&sp.to_ne_bytes());
+    v.extend_from_slice(&(size as u64).to_ne_bytes());
+    if size > 0 {
+        let at = v.len();
+        v.extend_from_slice(stack);
+        v.resize(at + size, 0);
+        v.extend_from_slice(&(stack.len() as u64).to_ne_bytes());
+    }
+    let len = v.len() as u16;
+    v[6..8].copy_from_slice(&len.to_ne_bytes());
     v
 }
 
@@ -284,16 +333,16 @@ mod tests {
 
     #[test]
     fn walks_records_across_the_wrap() {
-        let mut ring = vec![0u8; 128];
-        let a = sample_bytes(10, 1, b"abcdefghij");
+        let mut ring = vec![0u8; 256];
+        let a = sample_bytes(10, 1, b"abcdefghij", 0x7000, b"", 0);
         let b = lost(3);
-        let c = sample_bytes(11, 2, &[7; 20]);
+        let c = sample_bytes(11, 2, &[7; 20], 0x7000, b"ab", 8);
         // Start near the end so `c` wraps.
-        let start = 40u64;
+        let start = 120u64;
         let mut at = start;
         for r in [&a, &b, &c] {
             for (i, byte) in r.iter().enumerate() {
-                ring[((at + i as u64) & 127) as usize] = *byte;
+                ring[((at + i as u64) & 255) as usize] = *byte;
             }
             at += r.len() as u64;
         }
@@ -302,9 +351,9 @@ mod tests {
         let tail = walk(&ring, start, at, &mut scratch, &mut |r| got.push(r.to_vec()));
         assert_eq!(tail, at);
         assert_eq!(got, vec![a.clone(), b.clone(), c.clone()]);
-        assert_eq!(decode(&got[0]), Record::Sample { pid: 10, time: 1, raw: b"abcdefghij" });
+        assert!(matches!(decode(&got[0]), Record::Sample { pid: 10, time: 1, raw, sp: Some(0x7000), stack: b"" } if raw.starts_with(b"abcdefghij")));
         assert_eq!(decode(&got[1]), Record::Lost(3));
-        assert!(matches!(decode(&got[2]), Record::Sample { pid: 11, .. }));
+        assert!(matches!(decode(&got[2]), Record::Sample { pid: 11, stack: b"ab", .. }));
     }
 
     #[test]
@@ -317,8 +366,13 @@ mod tests {
         });
         assert_eq!((tail, n), (16, 1));
         assert_eq!(decode(&[1, 2, 3]), Record::Corrupt);
-        let mut s = sample_bytes(1, 1, b"xy");
+        let mut s = sample_bytes(1, 1, b"xy", 1, b"abc", 16);
         s[24] = 200; // raw size beyond the record
         assert_eq!(decode(&s), Record::Corrupt);
+        let s = sample_bytes(1, 1, b"xy", 1, b"abc", 16);
+        for cut in 0..s.len() {
+            // Any short record decodes to Corrupt, never panics.
+            let _ = decode(&s[..cut]);
+        }
     }
 }
