@@ -25,7 +25,7 @@ TR=/sys/kernel/tracing
 start_sensor() {
 	name="$1"
 	shift
-	/bin/execsentry debug capture --source kprobe "$@" >"/tmp/$name.jsonl" 2>"/tmp/$name.err" &
+	EXECSENTRY_LOG=debug /bin/execsentry debug capture --source kprobe "$@" >"/tmp/$name.jsonl" 2>"/tmp/$name.err" &
 	eval "PID_$name=$!"
 	i=0
 	while ! grep -q 'ready' "/tmp/$name.err" 2>/dev/null; do
@@ -98,6 +98,8 @@ sleep 0.3
 echo "VMLOG kprobe_profile $(grep execsentry_ $TR/kprobe_profile | tr -s ' ')"
 stop_sensor main
 echo "VMLOG counters $(tail -n 1 /tmp/main.jsonl)"
+grep 'argv cut' /tmp/main.err | head -n 5 | sed 's/^/VMLOG /'
+grep '"truncated":true' /tmp/main.jsonl | head -n 3 | cut -c1-300 | sed 's/^/VMLOG /'
 
 F=/tmp/main.jsonl
 exact=$(awk -v want="$STORM" '

@@ -36,9 +36,9 @@ use tracefs::Tracefs;
 /// ring space whatever the exec's size (the kernel skips what it could
 /// not copy).
 pub const DEFAULT_STACK_DUMP: u32 = 16 * 1024;
-/// Data pages of each CPU's ring (power of two): 2 MiB with 4 KiB pages,
-/// about 120 execs between two drains.
-pub const DEFAULT_RING_PAGES: usize = 512;
+/// Data pages of each CPU's ring (power of two): 4 MiB with 4 KiB pages,
+/// about 250 execs between two drains.
+pub const DEFAULT_RING_PAGES: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -184,6 +184,13 @@ impl KprobeSource {
                         let a = args::from_stack(sp, stack, self.opts.max_args_bytes);
                         if a.truncated {
                             self.tally.cut += 1;
+                            log::debug!(
+                                "kprobe capture: pid {pid} argv cut: sp {sp:#x}, {} stack bytes, argc {:?}, argv[0] {:?}, {} argv bytes",
+                                stack.len(),
+                                stack.get(..8).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default())),
+                                stack.get(8..16).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default())),
+                                a.bytes.len()
+                            );
                         }
                         cap.argv = a.bytes;
                         cap.truncated = a.truncated;
