@@ -29,6 +29,7 @@ pub enum CaptureArg {
     Auto,
     Proc,
     Fanotify,
+    Kprobe,
 }
 
 impl CaptureArg {
@@ -37,6 +38,7 @@ impl CaptureArg {
             CaptureArg::Auto => "auto",
             CaptureArg::Proc => "proc",
             CaptureArg::Fanotify => "fanotify",
+            CaptureArg::Kprobe => "kprobe",
         }
     }
 }

@@ -34,7 +34,7 @@ pub mod procfs;
 pub mod rules;
 pub mod sdnotify;
 pub mod seqgap;
-pub mod stages;
 pub mod sink;
+pub mod stages;
 pub mod status;
 pub mod tamper;

@@ -136,7 +136,10 @@ mod tests {
         std::hint::black_box(x);
         let total: u64 = totals().iter().map(|(_, v)| v).sum();
         let measured = thread_cpu_ns() - start;
-        assert!(total > 0 && total <= measured + 1_000_000, "{total} {measured}");
+        assert!(
+            total > 0 && total <= measured + 1_000_000,
+            "{total} {measured}"
+        );
         assert!(totals().iter().all(|(_, v)| *v > 0), "{:?}", totals());
     }
 }

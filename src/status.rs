@@ -51,6 +51,9 @@ pub struct Features {
     pub proc_connector: bool,
     /// `active`, `off` (capture = "proc") or why it is unavailable.
     pub fanotify: String,
+    /// `active`, `off` (not tried) or why it is unavailable.
+    #[serde(default)]
+    pub kprobe: String,
     /// `v1`, `v2` or `hybrid`.
     pub cgroup: String,
     pub netlink_rcvbuf: usize,
@@ -75,9 +78,14 @@ impl Status {
         let f = &self.features;
         let _ = writeln!(
             s,
-            "kernel:        {} (proc connector: {}, fanotify: {}, cgroup {}, rcvbuf {} bytes)",
+            "kernel:        {} (proc connector: {}, kprobe: {}, fanotify: {}, cgroup {}, rcvbuf {} bytes)",
             f.kernel,
             if f.proc_connector { "yes" } else { "no" },
+            if f.kprobe.is_empty() {
+                "off"
+            } else {
+                &f.kprobe
+            },
             f.fanotify,
             f.cgroup,
             f.netlink_rcvbuf

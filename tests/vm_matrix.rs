@@ -46,9 +46,13 @@ fn kprobe_capture_on_debian_kernels() {
     // suite -> check -> PASS/FAIL
     let mut seen: BTreeMap<&str, BTreeMap<&str, &str>> = BTreeMap::new();
     for line in stdout.lines() {
-        let Some((suite, rest)) = line.split_once(": VMRESULT ") else { continue };
+        let Some((suite, rest)) = line.split_once(": VMRESULT ") else {
+            continue;
+        };
         let mut f = rest.splitn(3, ' ');
-        let (Some(name), Some(verdict)) = (f.next(), f.next()) else { continue };
+        let (Some(name), Some(verdict)) = (f.next(), f.next()) else {
+            continue;
+        };
         seen.entry(suite).or_default().insert(name, verdict);
     }
     let mut missing = Vec::new();
@@ -61,5 +65,9 @@ fn kprobe_capture_on_debian_kernels() {
         }
     }
     assert!(missing.is_empty(), "failed or missing: {missing:#?}");
-    assert!(out.status.success(), "tests/vm/run.sh exited {:?}", out.status);
+    assert!(
+        out.status.success(),
+        "tests/vm/run.sh exited {:?}",
+        out.status
+    );
 }

@@ -16,6 +16,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::{CONTROL, Flow, Loop, NETLINK, SIGNALS, SOURCE_FIRST, poll_retrying};
 use crate::capture::CaptureSource;
+use crate::capture::kprobe::{KprobeSource, Options as KprobeOptions};
 use crate::config::Config;
 use crate::enrich::{self, ProcReader};
 use crate::event::Event;
@@ -200,15 +201,17 @@ pub fn run(opts: RunOptions) -> Result<()> {
     // the fanotify fd that blocked in its own exec would hang the host.
     // Before open: the capture's watchdog thread inherits the nice value.
     set_nice(GATING_NICE);
-    let (source, fanotify_state) = open_capture(&cfg)?;
-    let gating = source.is_some();
-    match source {
-        Some(mut s) => {
-            s.register(lp.poll.registry(), Token(SOURCE_FIRST))?;
-            lp.control.capture = s.source().as_str().into();
-            lp.pipeline.set_source(s);
-        }
-        None => set_nice(0),
+    let (source, kprobe_state, fanotify_state) = open_capture(&cfg)?;
+    let gating = source
+        .as_ref()
+        .is_some_and(|s| s.source() == crate::capture::ArgsSource::Fanotify);
+    if !gating {
+        set_nice(0);
+    }
+    if let Some(mut s) = source {
+        s.register(lp.poll.registry(), Token(SOURCE_FIRST))?;
+        lp.control.capture = s.source().as_str().into();
+        lp.pipeline.set_source(s);
     }
 
     lp.control.server = match ControlServer::bind(&opts.control) {
@@ -227,6 +230,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
         kernel: kernel_release(),
         proc_connector: true,
         fanotify: fanotify_state,
+        kprobe: kprobe_state,
         cgroup: cgroup_version().into(),
         netlink_rcvbuf: lp.kernel.conn.rcvbuf(),
     };
@@ -243,9 +247,42 @@ pub fn run(opts: RunOptions) -> Result<()> {
     lp.run(&mut signals)
 }
 
+/// The source `sensor.capture` asks for: `kprobe` (complete and never
+/// gating) first under `auto`, unless enforcement needs fanotify's
+/// verdict; then fanotify as [`choose_capture`] decides. Returns the
+/// source and what `status` reports for kprobe and fanotify.
+#[allow(clippy::type_complexity)]
+fn open_capture(cfg: &Config) -> Result<(Option<Box<dyn CaptureSource>>, String, String)> {
+    let mode = cfg.sensor.capture.as_str();
+    let kprobe_state = if mode == "kprobe" || (mode == "auto" && !cfg.sensor.enforce) {
+        match KprobeSource::open(KprobeOptions::new(cfg.sensor.max_args_bytes)) {
+            Ok(k) => {
+                log::info!(
+                    "kprobe capture: probe {} on {}",
+                    k.group(),
+                    crate::capture::kprobe::probes::SYMBOL
+                );
+                return Ok((Some(Box::new(k)), "active".into(), "off".into()));
+            }
+            Err(u) if mode == "kprobe" => return Err(SetupError(u.to_string()).into()),
+            Err(u) => {
+                log::warn!("{u}; trying fanotify");
+                format!("unavailable: {}", u.reason)
+            }
+        }
+    } else if mode == "auto" {
+        log::info!("kprobe capture not tried: enforce = true needs fanotify's verdict");
+        "off (enforce)".into()
+    } else {
+        "off".into()
+    };
+    let (source, fanotify_state) = open_fanotify(cfg)?;
+    Ok((source, kprobe_state, fanotify_state))
+}
+
 /// Opens the fanotify capture as `sensor.capture` asks; see
 /// [`choose_capture`]. Returns the capture and what `status` reports.
-fn open_capture(cfg: &Config) -> Result<(Option<Box<dyn CaptureSource>>, String)> {
+fn open_fanotify(cfg: &Config) -> Result<(Option<Box<dyn CaptureSource>>, String)> {
     let opts = CaptureOptions {
         max_args_bytes: cfg.sensor.max_args_bytes,
         max_args: MAX_ARGS,

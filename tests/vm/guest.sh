@@ -25,7 +25,7 @@ TR=/sys/kernel/tracing
 start_sensor() {
 	name="$1"
 	shift
-	EXECSENTRY_LOG=debug /bin/execsentry debug capture --source kprobe "$@" >"/tmp/$name.jsonl" 2>"/tmp/$name.err" &
+	EXECSENTRY_LOG=debug EXECSENTRY_KPROBE_AT="$EXECSENTRY_KPROBE_AT" /bin/execsentry debug capture --source kprobe "$@" >"/tmp/$name.jsonl" 2>"/tmp/$name.err" &
 	eval "PID_$name=$!"
 	i=0
 	while ! grep -q 'ready' "/tmp/$name.err" 2>/dev/null; do
@@ -76,6 +76,14 @@ S0=$(cut -d' ' -f1 /proc/uptime)
 /bin/storm -w 2 -n "$STORM" -t vm -p /tmp/pids >/tmp/storm.out 2>&1
 S1=$(cut -d' ' -f1 /proc/uptime)
 echo "VMLOG storm $(cat /tmp/storm.out) ($S0..$S1)"
+
+# The same storm with the probe on proc_exec_connector (comparison).
+EXECSENTRY_KPROBE_AT="p proc_exec_connector" start_sensor pec
+/bin/storm -w 2 -n 1000 -t pec >/tmp/pec.out 2>&1
+sleep 0.3
+stop_sensor pec
+echo "VMLOG pec $(cat /tmp/pec.out) $(tail -n 1 /tmp/pec.jsonl) $(grep -c '"truncated":false' /tmp/pec.jsonl)"
+grep 'argv cut' /tmp/pec.err | head -n 3 | sed 's/^/VMLOG pec /'
 
 # ---- 2. boundary sizes, many args, hostile bytes, script, static ----
 for n in 2047 2049 4095 4097 8193 100000; do

@@ -22,8 +22,30 @@ fn u64_at(dump: &[u8], off: usize) -> Option<u64> {
     Some(u64::from_ne_bytes(b.try_into().ok()?))
 }
 
-/// `dump` holds the bytes from `sp` on that the kernel could copy.
-pub fn from_stack(sp: u64, dump: &[u8], max_bytes: usize) -> Argv {
+/// `dump` holds the bytes from `sp` on that the kernel could copy; `head`
+/// (from the entry probe) the first bytes from `argv[0]` on, used where
+/// the dump stops short of them.
+pub fn from_stack(sp: u64, dump: &[u8], head: Option<&[u8]>, max_bytes: usize) -> Argv {
+    if let Some(head) = head
+        && let Some(at) = u64_at(dump, 8)
+            .and_then(|p| p.checked_sub(sp))
+            .and_then(|o| usize::try_from(o).ok())
+        && at < dump.len().saturating_add(64 * 1024)
+        && dump.len() < at + head.len()
+    {
+        // The bytes between the dump's end and argv[0] (the aux vector's
+        // strings) are never read as arguments: the pointers say where
+        // each argument starts.
+        let mut joined = dump.to_vec();
+        joined.resize(at.max(joined.len()), 0);
+        let from = joined.len() - at;
+        joined.extend_from_slice(&head[from..]);
+        return split(sp, &joined, max_bytes);
+    }
+    split(sp, dump, max_bytes)
+}
+
+fn split(sp: u64, dump: &[u8], max_bytes: usize) -> Argv {
     let mut out = Argv::default();
     let Some(argc) = u64_at(dump, 0) else {
         out.truncated = true;
@@ -34,7 +56,10 @@ pub fn from_stack(sp: u64, dump: &[u8], max_bytes: usize) -> Argv {
     }
     // Offsets of the strings, by their pointers.
     let offset_of = |i: u64| -> Option<usize> {
-        let p = u64_at(dump, usize::try_from(i.checked_add(1)?.checked_mul(8)?).ok()?)?;
+        let p = u64_at(
+            dump,
+            usize::try_from(i.checked_add(1)?.checked_mul(8)?).ok()?,
+        )?;
         usize::try_from(p.checked_sub(sp)?).ok()
     };
     let Some(mut pos) = offset_of(0) else {
@@ -123,36 +148,65 @@ mod tests {
 
     #[test]
     fn exact_argv_from_the_stack() {
-        let d = stack(&[b"/bin/true", b"a b", b"\n\x01\xff\"", b""], &[b"PATH=/bin"]);
-        let a = from_stack(SP, &d, 4096);
+        let d = stack(
+            &[b"/bin/true", b"a b", b"\n\x01\xff\"", b""],
+            &[b"PATH=/bin"],
+        );
+        let a = from_stack(SP, &d, None, 4096);
         assert_eq!(a.bytes, b"/bin/true\0a b\0\n\x01\xff\"\0\0");
         assert!(!a.truncated);
         let d = stack(&[b"x"], &[]);
-        assert_eq!(from_stack(SP, &d, 64).bytes, b"x\0");
+        assert_eq!(from_stack(SP, &d, None, 64).bytes, b"x\0");
         let d = stack(&[], &[b"E=1"]);
-        assert_eq!(from_stack(SP, &d, 64), Argv::default());
+        assert_eq!(from_stack(SP, &d, None, 64), Argv::default());
     }
 
     #[test]
     fn a_cut_dump_is_flagged() {
         let big = vec![b'A'; 5000];
         let d = stack(&[b"/bin/echo", &big, b"end"], &[b"E=1"]);
-        let a = from_stack(SP, &d[..3000], 1 << 20);
+        let a = from_stack(SP, &d[..3000], None, 1 << 20);
         assert!(a.truncated);
         assert!(a.bytes.starts_with(b"/bin/echo\0AAAA"));
-        assert!(a.bytes.ends_with(b"A\0"), "what was dumped is kept, NUL-ended");
+        assert!(
+            a.bytes.ends_with(b"A\0"),
+            "what was dumped is kept, NUL-ended"
+        );
         // max_bytes cuts.
-        let a = from_stack(SP, &d, 100);
+        let a = from_stack(SP, &d, None, 100);
         assert!(a.truncated);
         assert_eq!(a.bytes.len(), 100);
         // The dump ends inside the pointer array.
         let args: Vec<Vec<u8>> = (0..300).map(|i| format!("x{i}").into_bytes()).collect();
         let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
         let d = stack(&refs, &[]);
-        let a = from_stack(SP, &d[..1000], 1 << 20);
+        let a = from_stack(SP, &d[..1000], None, 1 << 20);
         assert!(a.truncated);
-        assert!(from_stack(SP, &d, 1 << 20) == Argv { bytes: args.join(&0u8).into_iter().chain([0]).collect(), truncated: false });
-        assert!(from_stack(SP, &d[..4], 64).truncated);
+        assert!(
+            from_stack(SP, &d, None, 1 << 20)
+                == Argv {
+                    bytes: args.join(&0u8).into_iter().chain([0]).collect(),
+                    truncated: false
+                }
+        );
+        assert!(from_stack(SP, &d[..4], None, 64).truncated);
+    }
+
+    #[test]
+    fn the_head_completes_a_dump_cut_below_the_strings() {
+        let d = stack(&[b"/bin/true", b"--x", b"storm-1-2"], &[b"E=1"]);
+        let at = (u64::from_ne_bytes(d[8..16].try_into().unwrap()) - SP) as usize;
+        let head = &d[at..at + 30];
+        // Cut at the strings: the head gives them.
+        let a = from_stack(SP, &d[..at - 8], Some(head), 4096);
+        assert_eq!(a.bytes, b"/bin/true\0--x\0storm-1-2\0");
+        assert!(!a.truncated);
+        // Cut inside the strings: the head goes on from there.
+        assert_eq!(from_stack(SP, &d[..at + 5], Some(head), 4096), a);
+        // The head too short for the last argument: flagged.
+        assert!(from_stack(SP, &d[..at], Some(&head[..12]), 4096).truncated);
+        // A complete dump does not need it.
+        assert_eq!(from_stack(SP, &d, Some(b"garbage"), 4096), a);
     }
 
     #[test]
@@ -161,18 +215,18 @@ mod tests {
         // argv[1] pointing elsewhere than after argv[0].
         let p1 = u64::from_ne_bytes(d[16..24].try_into().unwrap());
         d[16..24].copy_from_slice(&(p1 + 2).to_ne_bytes());
-        let a = from_stack(SP, &d, 64);
+        let a = from_stack(SP, &d, None, 64);
         assert!(a.truncated);
         assert_eq!(a.bytes, b"/bin/ls\0");
         // argv[0] pointing into the tables, below sp, or far away.
         for p in [SP + 8, SP - 8, u64::MAX] {
             let mut d = stack(&[b"a"], &[]);
             d[8..16].copy_from_slice(&p.to_ne_bytes());
-            assert!(from_stack(SP, &d, 64).truncated);
+            assert!(from_stack(SP, &d, None, 64).truncated);
         }
         // A huge argc on a short stack ends, flagged.
         let mut d = stack(&[b"a"], &[]);
         d[..8].copy_from_slice(&u64::MAX.to_ne_bytes());
-        assert!(from_stack(SP, &d, 64).truncated);
+        assert!(from_stack(SP, &d, None, 64).truncated);
     }
 }

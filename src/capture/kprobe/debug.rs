@@ -72,7 +72,11 @@ pub fn capture(a: &CaptureArgs) -> anyhow::Result<u8> {
     }
     let mut poll = Poll::new()?;
     src.register(poll.registry(), Token(0))?;
-    eprintln!("execsentry: ready (capture=kprobe, group={}, stack_dump={})", src.group(), src.stack_dump());
+    eprintln!(
+        "execsentry: ready (capture=kprobe, group={}, stack_dump={})",
+        src.group(),
+        src.stack_dump()
+    );
     let mut events = Events::with_capacity(64);
     let mut out = Vec::new();
     let (mut n, start) = (0u64, Instant::now());
@@ -98,7 +102,11 @@ pub fn capture(a: &CaptureArgs) -> anyhow::Result<u8> {
     n += print(&mut w, &mut out)?;
     let mut c = Counters::default();
     src.counters(&mut c);
-    writeln!(w, "{}", serde_json::json!({ "counters": c.to_map(), "captures": n }))?;
+    writeln!(
+        w,
+        "{}",
+        serde_json::json!({ "counters": c.to_map(), "captures": n })
+    )?;
     w.flush()?;
     Ok(0)
 }
@@ -106,7 +114,11 @@ pub fn capture(a: &CaptureArgs) -> anyhow::Result<u8> {
 fn print(w: &mut impl Write, out: &mut Vec<crate::capture::Capture>) -> io::Result<u64> {
     let mut n = 0;
     for c in out.drain(..) {
-        let args: Vec<_> = c.argv.split(|&b| b == 0).map(String::from_utf8_lossy).collect();
+        let args: Vec<_> = c
+            .argv
+            .split(|&b| b == 0)
+            .map(String::from_utf8_lossy)
+            .collect();
         let nargs = c.argv.iter().filter(|&&b| b == 0).count();
         let line = serde_json::json!({
             "pid": c.pid,

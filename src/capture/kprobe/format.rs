@@ -46,8 +46,8 @@ impl Format {
             } else if let Some(v) = line.strip_prefix("ID:") {
                 id = v.trim().parse::<u16>().ok();
             } else if line.starts_with("field:") {
-                let (fname, field) =
-                    parse_field(line).ok_or_else(|| FormatError::BadField(n + 1, line.to_string()))?;
+                let (fname, field) = parse_field(line)
+                    .ok_or_else(|| FormatError::BadField(n + 1, line.to_string()))?;
                 fixed_size = fixed_size.max(field.offset + field.size);
                 fields.insert(fname, field);
             }
@@ -96,9 +96,10 @@ impl Format {
     }
 }
 
-/// `field:u64 b0[64];	offset:40;	size:512;	signed:0;` (5.10) or
-/// `field:u64 b0[];	offset:40;	size:512;	signed:0;` (6.1) or
-/// `field:__data_loc char[] comm;	offset:16;	size:4;	signed:1;`.
+/// `field:u64 b0[64]; offset:40; size:512; signed:0;` (5.10) or
+/// `field:u64 b0[]; offset:40; size:512; signed:0;` (6.1) or
+/// `field:__data_loc char[] comm; offset:16; size:4; signed:1;`
+/// (tab-separated).
 fn parse_field(line: &str) -> Option<(String, Field)> {
     let mut decl = None;
     let mut offset = None;
@@ -150,7 +151,14 @@ mod tests {
         let f = Format::parse(FMT_510).unwrap();
         assert_eq!(f.id, 1270);
         assert_eq!(f.name, "argv0");
-        assert_eq!(f.field("b0").unwrap(), Field { offset: 28, size: 512, dynamic: false });
+        assert_eq!(
+            f.field("b0").unwrap(),
+            Field {
+                offset: 28,
+                size: 512,
+                dynamic: false
+            }
+        );
         assert!(f.field("comm").unwrap().dynamic);
         assert_eq!(f.fixed_size, 540);
         // 6.1 prints arrays as `b0[]`.

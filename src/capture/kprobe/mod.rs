@@ -68,12 +68,24 @@ struct Tally {
     cut: u64,
 }
 
+/// What the entry probe read of the exec now returning on a ring.
+struct Head {
+    pid: u32,
+    sp: u64,
+    bytes: Vec<u8>,
+}
+
 pub struct KprobeSource {
     tracefs: Tracefs,
     group: String,
     format: Format,
+    entry: Format,
     rings: Vec<Ring>,
+    heads: Vec<Option<Head>>,
+    /// The return probes' fds, one per ring (the loop polls these).
     fds: Vec<OwnedFd>,
+    /// The entry probes' fds, writing into the same rings.
+    extra_fds: Vec<OwnedFd>,
     opts: Options,
     tally: Tally,
     /// Records copied out of a ring before they are decoded.
@@ -97,12 +109,22 @@ impl KprobeSource {
         let group = probes::group_name(pid, start);
         remove_stale(&t, &group, &opts.root);
         let format = define(&t, &group, &opts.root)?;
+        let entry = match define_entry(&t, &group) {
+            Ok(f) => f,
+            Err(u) => {
+                let _ = t.write_event(&probes::removal(&group, &group));
+                return Err(u);
+            }
+        };
         let mut src = KprobeSource {
             tracefs: t,
             group,
             format,
+            entry,
             rings: Vec::new(),
+            heads: Vec::new(),
             fds: Vec::new(),
+            extra_fds: Vec::new(),
             opts,
             tally: Tally::default(),
             batch: Vec::new(),
@@ -127,10 +149,14 @@ impl KprobeSource {
         let id = u64::from(self.format.id);
         let dump = self.opts.stack_dump;
         let mut monotonic = true;
+        let entry_id = u64::from(self.entry.id);
         for cpu in online_cpus(&self.opts.root) {
             let fd = match perf::open(id, cpu, watermark, dump, monotonic) {
                 Ok(fd) => fd,
-                Err(e) if monotonic && matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::E2BIG)) => {
+                Err(e)
+                    if monotonic
+                        && matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::E2BIG)) =>
+                {
                     monotonic = false;
                     perf::open(id, cpu, watermark, dump, false).map_err(|e| perf_refused(&e))?
                 }
@@ -138,14 +164,21 @@ impl KprobeSource {
                 Err(e) if e.raw_os_error() == Some(libc::ENODEV) => continue,
                 Err(e) => return Err(perf_refused(&e)),
             };
-            let ring = Ring::map(&fd, pages).map_err(|e| unavailable(format!("mmap of a perf ring: {e}")))?;
+            let ring = Ring::map(&fd, pages)
+                .map_err(|e| unavailable(format!("mmap of a perf ring: {e}")))?;
+            let head =
+                perf::open(entry_id, cpu, watermark, 0, monotonic).map_err(|e| perf_refused(&e))?;
+            perf::set_output(&head, &fd)
+                .map_err(|e| unavailable(format!("PERF_EVENT_IOC_SET_OUTPUT: {e}")))?;
             self.rings.push(ring);
+            self.heads.push(None);
             self.fds.push(fd);
+            self.extra_fds.push(head);
         }
         if self.rings.is_empty() {
             return Err(unavailable("no CPU accepted a perf event"));
         }
-        for fd in &self.fds {
+        for fd in self.extra_fds.iter().chain(&self.fds) {
             perf::enable(fd).map_err(|e| unavailable(format!("enabling a perf event: {e}")))?;
         }
         Ok(())
@@ -161,18 +194,45 @@ impl KprobeSource {
             batch.extend_from_slice(r);
         });
         let mut at = 0;
-        while let Some(n) = batch.get(at..at + 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize) {
+        while let Some(n) = batch
+            .get(at..at + 4)
+            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        {
             let rec = &batch[at + 4..at + 4 + n];
             at += 4 + n;
-            self.on_record(rec, out);
+            self.on_record(i, rec, out);
         }
         self.batch = batch;
     }
 
-    fn on_record(&mut self, rec: &[u8], out: &mut Vec<Capture>) {
+    fn on_record(&mut self, i: usize, rec: &[u8], out: &mut Vec<Capture>) {
         match perf::decode(rec) {
-            Record::Sample { pid, raw, sp, stack, .. } => {
+            Record::Sample {
+                pid,
+                raw,
+                sp,
+                stack,
+                ..
+            } => {
                 self.tally.records += 1;
+                let id = raw.get(..2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
+                if id == Some(self.entry.id) {
+                    let mut h = self.heads[i].take().map(|h| h.bytes).unwrap_or_default();
+                    h.clear();
+                    h.extend_from_slice(self.entry.bytes_of(raw, "b").unwrap_or_default());
+                    for j in 0..probes::MAX_ARRAY_LEN {
+                        match self.entry.bytes_of(raw, &format!("b{j}")) {
+                            Some(b) => h.extend_from_slice(b),
+                            None => break,
+                        }
+                    }
+                    self.heads[i] = Some(Head {
+                        pid,
+                        sp: self.entry.u64_of(raw, "sp").unwrap_or(0),
+                        bytes: h,
+                    });
+                    return;
+                }
                 let mut cap = Capture {
                     pid,
                     comm: self.format.string_of(raw, "comm").map(<[u8]>::to_vec),
@@ -181,14 +241,19 @@ impl KprobeSource {
                 };
                 match sp {
                     Some(sp) if !stack.is_empty() => {
-                        let a = args::from_stack(sp, stack, self.opts.max_args_bytes);
+                        // The entry record of this very exec: same task,
+                        // same new stack pointer, just before on this ring.
+                        let head = self.heads[i]
+                            .as_ref()
+                            .filter(|h| h.pid == pid && h.sp == sp)
+                            .map(|h| h.bytes.as_slice());
+                        let a = args::from_stack(sp, stack, head, self.opts.max_args_bytes);
                         if a.truncated {
                             self.tally.cut += 1;
                             log::debug!(
-                                "kprobe capture: pid {pid} argv cut: sp {sp:#x}, {} stack bytes, argc {:?}, argv[0] {:?}, {} argv bytes",
+                                "kprobe capture: pid {pid} argv cut: sp {sp:#x}, {} stack bytes, head {:?}, {} argv bytes",
                                 stack.len(),
-                                stack.get(..8).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default())),
-                                stack.get(8..16).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default())),
+                                head.map(<[u8]>::len),
                                 a.bytes.len()
                             );
                         }
@@ -211,7 +276,9 @@ impl KprobeSource {
         // The event is busy while a perf fd holds it.
         self.rings.clear();
         self.fds.clear();
-        let _ = self.tracefs.write_event(&probes::removal(&self.group, &self.group));
+        let _ = self
+            .tracefs
+            .write_event(&probes::removal(&self.group, &self.group));
     }
 }
 
@@ -228,12 +295,21 @@ impl CaptureSource for KprobeSource {
 
     fn register(&mut self, registry: &Registry, first: Token) -> io::Result<usize> {
         for (i, fd) in self.fds.iter().enumerate() {
-            registry.register(&mut SourceFd(&fd.as_raw_fd()), Token(first.0 + i), Interest::READABLE)?;
+            registry.register(
+                &mut SourceFd(&fd.as_raw_fd()),
+                Token(first.0 + i),
+                Interest::READABLE,
+            )?;
         }
         Ok(self.fds.len())
     }
 
-    fn on_ready(&mut self, _token: Option<Token>, _decider: &mut dyn Decider, out: &mut Vec<Capture>) {
+    fn on_ready(
+        &mut self,
+        _token: Option<Token>,
+        _decider: &mut dyn Decider,
+        out: &mut Vec<Capture>,
+    ) {
         // Every ring: the join's request needs them all, and a woken ring
         // is rarely alone under load. Draining an empty ring is two loads.
         for i in 0..self.rings.len() {
@@ -254,7 +330,17 @@ impl CaptureSource for KprobeSource {
 fn define(t: &Tracefs, group: &str, root: &Path) -> Result<Format, Unavailable> {
     let mut last = String::new();
     for features in [Features { comm: true }, Features { comm: false }] {
-        if let Err(e) = t.write_event(&probes::definition(group, features)) {
+        // EXECSENTRY_KPROBE_AT="p proc_exec_connector": a test knob to
+        // compare probe points in the kernel matrix.
+        let def = match std::env::var("EXECSENTRY_KPROBE_AT")
+            .ok()
+            .as_deref()
+            .and_then(|v| v.split_once(' '))
+        {
+            Some((kind, sym)) => probes::definition_at(group, features, kind, sym),
+            None => probes::definition(group, features),
+        };
+        if let Err(e) = t.write_event(&def) {
             last = tracefs::refusal(&e, t, root);
             // Only a parse refusal makes the simpler form worth trying.
             if e.raw_os_error() != Some(libc::EINVAL) {
@@ -283,6 +369,34 @@ fn define(t: &Tracefs, group: &str, root: &Path) -> Result<Format, Unavailable> 
     Err(unavailable(last))
 }
 
+/// Defines the entry probe (arrays first, one field per word on kernels
+/// before 5.1); returns its format, the record bound checked.
+fn define_entry(t: &Tracefs, group: &str) -> Result<Format, Unavailable> {
+    let ev = probes::entry_event(group);
+    let mut last = None;
+    for arrays in [true, false] {
+        match t.write_event(&probes::entry_definition(group, arrays)) {
+            Ok(()) => {
+                let f = t
+                    .format(group, &ev)
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| Format::parse(&s).map_err(|e| e.to_string()));
+                return match f {
+                    Ok(f) if f.fixed_size <= probes::RECORD_LIMIT => Ok(f),
+                    Ok(f) => Err(unavailable(format!(
+                        "{group}/{ev} records of {} bytes",
+                        f.fixed_size
+                    ))),
+                    Err(e) => Err(unavailable(format!("format of {group}/{ev}: {e}"))),
+                };
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let e = last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL));
+    Err(unavailable(tracefs::refusal(&e, t, Path::new("/"))))
+}
+
 fn perf_refused(e: &io::Error) -> Unavailable {
     let hint = match e.raw_os_error() {
         Some(libc::EPERM) | Some(libc::EACCES) => {
@@ -297,7 +411,9 @@ fn perf_refused(e: &io::Error) -> Unavailable {
 /// Removes the events of sensors that are gone; a busy event (a live
 /// sensor in another pid namespace) stays.
 fn remove_stale(t: &Tracefs, ours: &str, root: &Path) {
-    let Ok(listing) = t.kprobe_events() else { return };
+    let Ok(listing) = t.kprobe_events() else {
+        return;
+    };
     for (g, e) in probes::stale_events(&listing, ours, |pid| start_time(root, pid)) {
         match t.write_event(&probes::removal(&g, &e)) {
             Ok(()) => log::info!("kprobe capture: removed {g}/{e}, left by a sensor that is gone"),
@@ -348,7 +464,8 @@ mod tests {
 
     #[test]
     fn stat_and_cpu_lists() {
-        let stat = "1234 (a b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 200";
+        let stat =
+            "1234 (a b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 200";
         assert_eq!(parse_start_time(stat), Some(98765));
         assert_eq!(parse_cpu_list("0-3,5\n"), vec![0, 1, 2, 3, 5]);
         assert_eq!(parse_cpu_list(""), Vec::<u32>::new());
@@ -364,6 +481,10 @@ mod tests {
         assert!(err.reason.contains("tracefs"), "{}", err.reason);
         fs::create_dir_all(d.path().join("sys/kernel/tracing/events")).unwrap();
         let err = KprobeSource::open(opts).err().unwrap();
-        assert!(err.reason.contains("CONFIG_KPROBE_EVENTS"), "{}", err.reason);
+        assert!(
+            err.reason.contains("CONFIG_KPROBE_EVENTS"),
+            "{}",
+            err.reason
+        );
     }
 }

@@ -1,5 +1,6 @@
-//! The perf read path: one `perf_event_open` per CPU on the probe's
-//! tracepoint id, each with its mmap'ed ring. Draining a ring is reading
+//! The perf read path: one `perf_event_open` per CPU and probe on the
+//! probe's tracepoint id, a CPU's probes writing into one mmap'ed ring
+//! (`PERF_EVENT_IOC_SET_OUTPUT`). Draining a ring is reading
 //! memory, no system call; a full ring makes the kernel count what it
 //! could not write and report it in a `PERF_RECORD_LOST`. The events die
 //! with their fds, so a killed sensor leaves no enabled probe behind.
@@ -26,6 +27,7 @@ const FLAG_USE_CLOCKID: u64 = 1 << 25;
 const ATTR_SIZE_VER5: u32 = 112;
 
 const IOC_ENABLE: libc::c_ulong = 0x2400;
+const IOC_SET_OUTPUT: libc::c_ulong = 0x2405;
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
 
 pub const RECORD_LOST: u32 = 2;
@@ -59,13 +61,23 @@ struct Attr {
 /// task's user stack pointer and `stack_dump` bytes of its user stack.
 /// Time stamps are CLOCK_MONOTONIC where the kernel supports
 /// `use_clockid` (4.1).
-pub fn open(id: u64, cpu: u32, watermark: u32, stack_dump: u32, monotonic: bool) -> io::Result<OwnedFd> {
+pub fn open(
+    id: u64,
+    cpu: u32,
+    watermark: u32,
+    stack_dump: u32,
+    monotonic: bool,
+) -> io::Result<OwnedFd> {
     let mut attr = Attr {
         kind: PERF_TYPE_TRACEPOINT,
         size: ATTR_SIZE_VER5,
         config: id,
         sample_period: 1,
-        sample_type: PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_RAW | PERF_SAMPLE_REGS_USER | PERF_SAMPLE_STACK_USER,
+        sample_type: PERF_SAMPLE_TID
+            | PERF_SAMPLE_TIME
+            | PERF_SAMPLE_RAW
+            | PERF_SAMPLE_REGS_USER
+            | PERF_SAMPLE_STACK_USER,
         flags: FLAG_DISABLED | FLAG_WATERMARK,
         wakeup_watermark: watermark.max(1),
         sample_regs_user: REG_SP,
@@ -96,6 +108,15 @@ pub fn open(id: u64, cpu: u32, watermark: u32, stack_dump: u32, monotonic: bool)
 
 pub fn enable(fd: &OwnedFd) -> io::Result<()> {
     ioctl(fd.as_raw_fd(), IOC_ENABLE, 0)
+}
+
+/// Makes `fd` write into `leader`'s ring (same CPU).
+pub fn set_output(fd: &OwnedFd, leader: &OwnedFd) -> io::Result<()> {
+    ioctl(
+        fd.as_raw_fd(),
+        IOC_SET_OUTPUT,
+        leader.as_raw_fd() as libc::c_ulong,
+    )
 }
 
 fn ioctl(fd: RawFd, req: libc::c_ulong, arg: libc::c_ulong) -> io::Result<()> {
@@ -182,7 +203,13 @@ fn page_size() -> usize {
 /// Walks the records between `tail` and `head` of a ring's data area (its
 /// length a power of two); returns the new tail. A record with a size the
 /// ring cannot hold ends the walk at head (counted by the caller as lost).
-pub fn walk(data: &[u8], mut tail: u64, head: u64, scratch: &mut Vec<u8>, f: &mut dyn FnMut(&[u8])) -> u64 {
+pub fn walk(
+    data: &[u8],
+    mut tail: u64,
+    head: u64,
+    scratch: &mut Vec<u8>,
+    f: &mut dyn FnMut(&[u8]),
+) -> u64 {
     let size = data.len() as u64;
     let mask = size - 1;
     while head.wrapping_sub(tail) >= 8 {
@@ -237,8 +264,14 @@ pub fn decode(rec: &[u8]) -> Record<'_> {
         return Record::Corrupt;
     };
     let kind = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
-    let u32_at = |o: usize| rec.get(o..o + 4).map(|b| u32::from_ne_bytes(b.try_into().unwrap_or_default()));
-    let u64_at = |o: usize| rec.get(o..o + 8).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default()));
+    let u32_at = |o: usize| {
+        rec.get(o..o + 4)
+            .map(|b| u32::from_ne_bytes(b.try_into().unwrap_or_default()))
+    };
+    let u64_at = |o: usize| {
+        rec.get(o..o + 8)
+            .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default()))
+    };
     match kind {
         RECORD_SAMPLE => {
             // TID (pid u32, tid u32), TIME u64, RAW (size u32, bytes),
@@ -271,12 +304,21 @@ pub fn decode(rec: &[u8]) -> Record<'_> {
             let stack = if size == 0 {
                 &[][..]
             } else {
-                let (Some(data), Some(dyn_size)) = (rec.get(off..off.saturating_add(size)), u64_at(off.saturating_add(size))) else {
+                let (Some(data), Some(dyn_size)) = (
+                    rec.get(off..off.saturating_add(size)),
+                    u64_at(off.saturating_add(size)),
+                ) else {
                     return Record::Corrupt;
                 };
                 &data[..usize::try_from(dyn_size).unwrap_or(usize::MAX).min(size)]
             };
-            Record::Sample { pid, time, raw, sp, stack }
+            Record::Sample {
+                pid,
+                time,
+                raw,
+                sp,
+                stack,
+            }
         }
         RECORD_LOST => u64_at(16).map_or(Record::Corrupt, Record::Lost),
         _ => Record::Other,
@@ -286,7 +328,14 @@ pub fn decode(rec: &[u8]) -> Record<'_> {
 /// A sample as the kernel writes it (raw padded so that its u32 size and
 /// bytes end 8-aligned; `size` bytes of stack of which `copied` are valid).
 #[cfg(test)]
-pub fn sample_bytes(pid: u32, time: u64, raw: &[u8], sp: u64, stack: &[u8], size: usize) -> Vec<u8> {
+pub fn sample_bytes(
+    pid: u32,
+    time: u64,
+    raw: &[u8],
+    sp: u64,
+    stack: &[u8],
+    size: usize,
+) -> Vec<u8> {
     let mut v = Vec::new();
     v.extend_from_slice(&RECORD_SAMPLE.to_ne_bytes());
     v.extend_from_slice(&0u16.to_ne_bytes());
@@ -348,12 +397,23 @@ mod tests {
         }
         let mut got = Vec::new();
         let mut scratch = Vec::new();
-        let tail = walk(&ring, start, at, &mut scratch, &mut |r| got.push(r.to_vec()));
+        let tail = walk(&ring, start, at, &mut scratch, &mut |r| {
+            got.push(r.to_vec())
+        });
         assert_eq!(tail, at);
         assert_eq!(got, vec![a.clone(), b.clone(), c.clone()]);
-        assert!(matches!(decode(&got[0]), Record::Sample { pid: 10, time: 1, raw, sp: Some(0x7000), stack: b"" } if raw.starts_with(b"abcdefghij")));
+        assert!(
+            matches!(decode(&got[0]), Record::Sample { pid: 10, time: 1, raw, sp: Some(0x7000), stack: b"" } if raw.starts_with(b"abcdefghij"))
+        );
         assert_eq!(decode(&got[1]), Record::Lost(3));
-        assert!(matches!(decode(&got[2]), Record::Sample { pid: 11, stack: b"ab", .. }));
+        assert!(matches!(
+            decode(&got[2]),
+            Record::Sample {
+                pid: 11,
+                stack: b"ab",
+                ..
+            }
+        ));
     }
 
     #[test]

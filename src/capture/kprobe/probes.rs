@@ -33,10 +33,43 @@ pub struct Features {
     pub comm: bool,
 }
 
+/// `MAX_ARRAY_LEN`: elements of one array fetch (5.1).
+pub const MAX_ARRAY_LEN: usize = 64;
+/// Bytes the entry probe reads from `argv[0]`.
+pub const HEAD_BYTES: usize = 8 * MAX_ARRAY_LEN;
+
+/// The entry probe's event: `<group>_a`.
+pub fn entry_event(group: &str) -> String {
+    format!("{group}_a")
+}
+
+/// The entry probe on `start_thread`: `new_sp` and the first
+/// [`HEAD_BYTES`] of the strings, from `argv[0]`, with fixed-size reads
+/// (an array where the kernel has them, else one field per word: at most
+/// 66 arguments, below `MAX_TRACE_ARGS`). The user-stack dump of the
+/// return sample is cut, on some execs, at the page below the strings;
+/// this head completes short argv then. Its record is 16 + 8 + 512 bytes.
+pub fn entry_definition(group: &str, arrays: bool) -> String {
+    let mut d = format!("p:{group}/{} {SYMBOL} sp=%dx:u64", entry_event(group));
+    if arrays {
+        d.push_str(&format!(" b=+0(+8(%dx)):u64[{MAX_ARRAY_LEN}]"));
+    } else {
+        for i in 0..MAX_ARRAY_LEN {
+            d.push_str(&format!(" b{i}=+{}(+8(%dx)):u64", 8 * i));
+        }
+    }
+    d
+}
+
 /// The definition line of our probe. The event is named like its group:
 /// `kprobe_profile` lists events by name alone.
 pub fn definition(group: &str, features: Features) -> String {
-    let mut d = format!("r:{group}/{group} {SYMBOL}");
+    definition_at(group, features, "r", SYMBOL)
+}
+
+/// The same probe of `kind` (`p` or `r`) on another function.
+pub fn definition_at(group: &str, features: Features, kind: &str, symbol: &str) -> String {
+    let mut d = format!("{kind}:{group}/{group} {symbol}");
     if features.comm {
         d.push_str(" comm=$comm:string");
     }
@@ -110,7 +143,10 @@ mod tests {
             definition("execsentry_7_9", Features { comm: true }),
             "r:execsentry_7_9/execsentry_7_9 start_thread comm=$comm:string"
         );
-        assert_eq!(definition("g", Features { comm: false }), "r:g/g start_thread");
+        assert_eq!(
+            definition("g", Features { comm: false }),
+            "r:g/g start_thread"
+        );
         // No string fetch of user memory: the record cannot grow with argv.
         for c in [true, false] {
             let d = definition("g", Features { comm: c });
@@ -119,6 +155,13 @@ mod tests {
         // A kretprobe record: 8 common bytes, func and ret_ip, comm's loc.
         assert!(max_record(28, Features { comm: true }) <= RECORD_LIMIT);
         assert_eq!(removal("g", "exec"), "-:g/exec");
+        assert_eq!(
+            entry_definition("g", true),
+            "p:g/g_a start_thread sp=%dx:u64 b=+0(+8(%dx)):u64[64]"
+        );
+        let scalar = entry_definition("g", false);
+        assert!(scalar.ends_with(" b63=+504(+8(%dx)):u64"));
+        assert_eq!(scalar.split_whitespace().count() - 2, 65);
     }
 
     #[test]

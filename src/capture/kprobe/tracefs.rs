@@ -38,23 +38,44 @@ fn existing(root: &Path) -> Option<Tracefs> {
     MOUNTS
         .iter()
         .map(|m| root.join(m))
-        .find(|d| d.join("events").is_dir() || d.join("kprobe_events").exists() || d.join("trace").exists())
+        .find(|d| {
+            d.join("events").is_dir()
+                || d.join("kprobe_events").exists()
+                || d.join("trace").exists()
+        })
         .map(|dir| Tracefs { dir })
 }
 
 fn tracefs_known(root: &Path) -> bool {
     fs::read_to_string(root.join("proc/filesystems"))
-        .map(|s| s.lines().any(|l| l.ends_with("\ttracefs") || l.ends_with("\tdebugfs")))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.ends_with("\ttracefs") || l.ends_with("\tdebugfs"))
+        })
         .unwrap_or(false)
 }
 
 fn mount_tracefs() {
     use nix::mount::{MsFlags, mount};
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    if mount(Some("tracefs"), "/sys/kernel/tracing", Some("tracefs"), flags, None::<&str>).is_ok() {
+    if mount(
+        Some("tracefs"),
+        "/sys/kernel/tracing",
+        Some("tracefs"),
+        flags,
+        None::<&str>,
+    )
+    .is_ok()
+    {
         return;
     }
-    let _ = mount(Some("debugfs"), "/sys/kernel/debug", Some("debugfs"), flags, None::<&str>);
+    let _ = mount(
+        Some("debugfs"),
+        "/sys/kernel/debug",
+        Some("debugfs"),
+        flags,
+        None::<&str>,
+    );
 }
 
 /// Why kprobe events cannot be defined, when something already says so
@@ -66,19 +87,17 @@ pub fn precheck(root: &Path, t: &Tracefs) -> Result<(), String> {
             t.dir.display()
         ));
     }
-    if let Some(mode) = lockdown(root) {
-        if mode == "confidentiality" {
-            return Err("kernel lockdown (confidentiality) forbids kprobes".into());
-        }
+    if lockdown(root).as_deref() == Some("confidentiality") {
+        return Err("kernel lockdown (confidentiality) forbids kprobes".into());
     }
-    match fs::read_to_string(root.join("proc/kallsyms")) {
-        Ok(s) if !s.is_empty() => {
-            if !s.lines().any(|l| l.split_whitespace().nth(2) == Some(SYMBOL)) {
-                return Err(format!("the kernel has no symbol {SYMBOL} to probe"));
-            }
-        }
-        // Unreadable kallsyms: let the definition itself tell.
-        _ => {}
+    // An unreadable or empty kallsyms: the definition itself will tell.
+    if let Ok(syms) = fs::read_to_string(root.join("proc/kallsyms"))
+        && !syms.is_empty()
+        && !syms
+            .lines()
+            .any(|l| l.split_whitespace().nth(2) == Some(SYMBOL))
+    {
+        return Err(format!("the kernel has no symbol {SYMBOL} to probe"));
     }
     Ok(())
 }
@@ -96,7 +115,9 @@ impl Tracefs {
     /// Appends one line to `kprobe_events` (one write, as the kernel
     /// parses it).
     pub fn write_event(&self, line: &str) -> io::Result<()> {
-        let mut f = OpenOptions::new().append(true).open(self.dir.join("kprobe_events"))?;
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("kprobe_events"))?;
         f.write_all(format!("{line}\n").as_bytes())
     }
 
@@ -105,7 +126,13 @@ impl Tracefs {
     }
 
     pub fn format(&self, group: &str, event: &str) -> io::Result<String> {
-        fs::read_to_string(self.dir.join("events").join(group).join(event).join("format"))
+        fs::read_to_string(
+            self.dir
+                .join("events")
+                .join(group)
+                .join(event)
+                .join("format"),
+        )
     }
 
     /// The kernel's own explanation of the last refused definition (5.4).
@@ -158,36 +185,78 @@ mod tests {
         let d = fake(&[("sys/kernel/debug/tracing/trace", "")]);
         let t = find(d.path()).unwrap();
         assert!(t.dir.ends_with("sys/kernel/debug/tracing"));
-        assert!(precheck(d.path(), &t).unwrap_err().contains("CONFIG_KPROBE_EVENTS"));
+        assert!(
+            precheck(d.path(), &t)
+                .unwrap_err()
+                .contains("CONFIG_KPROBE_EVENTS")
+        );
     }
 
     #[test]
     fn lockdown_and_missing_symbol() {
         let d = fake(&[
             ("sys/kernel/tracing/kprobe_events", ""),
-            ("sys/kernel/security/lockdown", "none integrity [confidentiality]\n"),
+            (
+                "sys/kernel/security/lockdown",
+                "none integrity [confidentiality]\n",
+            ),
             ("proc/kallsyms", "ffffffff81000000 T start_thread\n"),
         ]);
         let t = find(d.path()).unwrap();
-        assert!(precheck(d.path(), &t).unwrap_err().contains("lockdown (confidentiality)"));
-        fs::write(d.path().join("sys/kernel/security/lockdown"), "[none] integrity confidentiality\n").unwrap();
+        assert!(
+            precheck(d.path(), &t)
+                .unwrap_err()
+                .contains("lockdown (confidentiality)")
+        );
+        fs::write(
+            d.path().join("sys/kernel/security/lockdown"),
+            "[none] integrity confidentiality\n",
+        )
+        .unwrap();
         assert_eq!(lockdown(d.path()), None);
         assert_eq!(precheck(d.path(), &t), Ok(()));
-        fs::write(d.path().join("proc/kallsyms"), "ffffffff81000000 T start_thread_x\n").unwrap();
-        assert!(precheck(d.path(), &t).unwrap_err().contains("no symbol start_thread"));
+        fs::write(
+            d.path().join("proc/kallsyms"),
+            "ffffffff81000000 T start_thread_x\n",
+        )
+        .unwrap();
+        assert!(
+            precheck(d.path(), &t)
+                .unwrap_err()
+                .contains("no symbol start_thread")
+        );
         let eperm = io::Error::from_raw_os_error(libc::EPERM);
-        fs::write(d.path().join("sys/kernel/security/lockdown"), "none [integrity] confidentiality\n").unwrap();
-        assert_eq!(refusal(&eperm, &t, d.path()), "kernel lockdown (integrity) refuses kprobes");
+        fs::write(
+            d.path().join("sys/kernel/security/lockdown"),
+            "none [integrity] confidentiality\n",
+        )
+        .unwrap();
+        assert_eq!(
+            refusal(&eperm, &t, d.path()),
+            "kernel lockdown (integrity) refuses kprobes"
+        );
     }
 
     #[test]
     fn writes_and_reads_definitions() {
-        let d = fake(&[("sys/kernel/tracing/kprobe_events", ""), ("sys/kernel/tracing/error_log", "[ 5.3] trace_kprobe: error: Invalid fetch argument\n  Command: p:x\n")]);
+        let d = fake(&[
+            ("sys/kernel/tracing/kprobe_events", ""),
+            (
+                "sys/kernel/tracing/error_log",
+                "[ 5.3] trace_kprobe: error: Invalid fetch argument\n  Command: p:x\n",
+            ),
+        ]);
         let t = find(d.path()).unwrap();
         t.write_event("p:g/e start_thread").unwrap();
         t.write_event("p:g/f start_thread").unwrap();
-        assert_eq!(t.kprobe_events().unwrap(), "p:g/e start_thread\np:g/f start_thread\n");
+        assert_eq!(
+            t.kprobe_events().unwrap(),
+            "p:g/e start_thread\np:g/f start_thread\n"
+        );
         let einval = io::Error::from_raw_os_error(libc::EINVAL);
-        assert_eq!(refusal(&einval, &t, d.path()), "the kernel refused the probe: Invalid fetch argument");
+        assert_eq!(
+            refusal(&einval, &t, d.path()),
+            "the kernel refused the probe: Invalid fetch argument"
+        );
     }
 }
