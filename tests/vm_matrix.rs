@@ -29,6 +29,11 @@ const REQUIRED: &[&str] = &[
     "restart_cleans",
     "two_sensors",
     "exit_removes",
+    "auto_picks_kprobe",
+    "daemon_kprobe_exact",
+    "daemon_exit_removes",
+    "mode_fanotify",
+    "mode_proc",
     "dmesg",
 ];
 const KERNELS: &[&str] = &["bookworm", "bullseye"];

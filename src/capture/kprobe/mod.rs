@@ -330,16 +330,7 @@ impl CaptureSource for KprobeSource {
 fn define(t: &Tracefs, group: &str, root: &Path) -> Result<Format, Unavailable> {
     let mut last = String::new();
     for features in [Features { comm: true }, Features { comm: false }] {
-        // EXECSENTRY_KPROBE_AT="p proc_exec_connector": a test knob to
-        // compare probe points in the kernel matrix.
-        let def = match std::env::var("EXECSENTRY_KPROBE_AT")
-            .ok()
-            .as_deref()
-            .and_then(|v| v.split_once(' '))
-        {
-            Some((kind, sym)) => probes::definition_at(group, features, kind, sym),
-            None => probes::definition(group, features),
-        };
+        let def = probes::definition(group, features);
         if let Err(e) = t.write_event(&def) {
             last = tracefs::refusal(&e, t, root);
             // Only a parse refusal makes the simpler form worth trying.

@@ -64,12 +64,7 @@ pub fn entry_definition(group: &str, arrays: bool) -> String {
 /// The definition line of our probe. The event is named like its group:
 /// `kprobe_profile` lists events by name alone.
 pub fn definition(group: &str, features: Features) -> String {
-    definition_at(group, features, "r", SYMBOL)
-}
-
-/// The same probe of `kind` (`p` or `r`) on another function.
-pub fn definition_at(group: &str, features: Features, kind: &str, symbol: &str) -> String {
-    let mut d = format!("{kind}:{group}/{group} {symbol}");
+    let mut d = format!("r:{group}/{group} {SYMBOL}");
     if features.comm {
         d.push_str(" comm=$comm:string");
     }
