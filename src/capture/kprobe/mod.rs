@@ -112,6 +112,7 @@ impl KprobeSource {
         let entry = match define_entry(&t, &group) {
             Ok(f) => f,
             Err(u) => {
+                let _ = t.write_event(&probes::removal(&group, &probes::entry_event(&group)));
                 let _ = t.write_event(&probes::removal(&group, &group));
                 return Err(u);
             }
@@ -273,12 +274,30 @@ impl KprobeSource {
     }
 
     fn remove_own(&mut self) {
-        // The event is busy while a perf fd holds it.
+        // An event is busy while a perf fd holds it: the rings' followers
+        // first, then the rings' own events.
+        self.extra_fds.clear();
         self.rings.clear();
         self.fds.clear();
-        let _ = self
-            .tracefs
-            .write_event(&probes::removal(&self.group, &self.group));
+        for event in [probes::entry_event(&self.group), self.group.clone()] {
+            // The kernel can hold an event busy for a moment after its last
+            // perf fd closed.
+            for _ in 0..50 {
+                match self
+                    .tracefs
+                    .write_event(&probes::removal(&self.group, &event))
+                {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        std::thread::sleep(std::time::Duration::from_millis(10))
+                    }
+                    Err(e) => {
+                        log::warn!("kprobe capture: removing {}/{event}: {e}", self.group);
+                        break;
+                    }
+                    Ok(()) => break,
+                }
+            }
+        }
     }
 }
 
