@@ -9,6 +9,13 @@ no sensor, exec->event latency p50/p99, peak and final RSS. Then three
 consecutive storms (RSS growth), a storm with 10 000 idle processes alive and
 one with twice the workers (where losses start).
 
+Issue 19: every peer case runs in each of `--rounds` rounds (default 5), the
+rounds interleaved so peers are compared in the same window; the table gives
+the median with the spread (min–max) and the targets as ratios to the peers.
+A separate profiled storm per capture mode breaks the sensor's CPU per exec
+down by stage of the exec path (EXECSENTRY_PROFILE_STAGES=1, read from
+`execsentry status`).
+
 Writes target/bench/report.md and report.json, prints the table and ends with
 the one summary line other tools parse. Python stdlib only. Exits non-zero
 only when the benchmark itself cannot run (no compiler, storm fails); a sensor
@@ -118,8 +125,9 @@ class Monitor:
     happens after the storm so the reader costs the storm as little as
     possible."""
 
-    def __init__(self, name, cmd, follow_file=None, cpu_pids=()):
+    def __init__(self, name, cmd, follow_file=None, cpu_pids=(), env=None):
         self.name = name
+        self.env = env
         self.cmd = cmd
         self.follow_file = follow_file
         self.extra_cpu_pids = list(cpu_pids)
@@ -135,7 +143,7 @@ class Monitor:
         self.proc = subprocess.Popen(
             self.cmd, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL if self.follow_file else subprocess.PIPE,
-            stderr=self.err, start_new_session=True,
+            stderr=self.err, start_new_session=True, env=self.env,
         )
         target = self._follow if self.follow_file else self._read_pipe
         self.thread = threading.Thread(target=target, daemon=True)
@@ -375,11 +383,14 @@ def storm_under(mon, parse, workers, count, tag, baseline):
     return res
 
 
-def execsentry_cmd(mode):
+def execsentry_cmd(mode, control=None):
     # The shipped rules are loaded so rule evaluation is part of the cost,
     # as in `make run`.
-    return [str(SENSOR), "run", "--output", "stdout", "--events", "--capture", mode,
-            "--rules", str(REPO / "rules")]
+    cmd = [str(SENSOR), "run", "--output", "stdout", "--events", "--capture", mode,
+           "--rules", str(REPO / "rules")]
+    if control:
+        cmd += ["--control", str(control)]
+    return cmd
 
 
 def ready_execsentry(mon):
@@ -392,11 +403,11 @@ def ready_forkstat(mon):
     return any(b"Event" in raw for _, raw in mon.lines[:5])
 
 
-def start_execsentry(mode, cases, name):
+def start_execsentry(mode, cases, name, control=None, env=None):
     if not SENSOR.exists():
         cases[name] = {"skipped": "release binary not built"}
         return None
-    mon = Monitor(name, execsentry_cmd(mode))
+    mon = Monitor(name, execsentry_cmd(mode, control), env=env)
     why = mon.start(ready_execsentry)
     if why:
         mon.stop()
@@ -406,16 +417,16 @@ def start_execsentry(mode, cases, name):
     return mon
 
 
-def case_execsentry(mode, args, baseline, cases):
+def case_execsentry(mode, args, baseline, cases, storms=3):
     name = f"execsentry-{mode}"
     mon = start_execsentry(mode, cases, name)
     if not mon:
         return
     try:
-        log(f"{name}: storm x3")
+        log(f"{name}: storm x{storms}")
         res = storm_under(mon, parse_execsentry, args.workers, args.count, f"{mode}1", baseline)
         rss_series = [res["rss_kib"]]
-        for k in (2, 3):
+        for k in range(2, storms + 1):
             r = storm_under(mon, parse_execsentry, args.workers, args.count, f"{mode}{k}", baseline)
             rss_series.append(r["rss_kib"])
         res["rss_series_kib"] = rss_series
@@ -430,33 +441,37 @@ def case_execsentry(mode, args, baseline, cases):
         cases[name]["sensor_stats"] = mon.stats_line()
 
 
-def case_floor(args, baseline, notes):
+def case_floor(args, baseline, cases):
     """The permission round trip alone: a responder that only answers."""
+    name = "fanotify-floor"
     if not FLOOR.exists():
-        notes.append("- fanotify floor: not built")
+        cases[name] = {"skipped": "not built"}
         return
     # Same priority as the sensor's fanotify mode (GATING_NICE).
-    mon = Monitor("fanotify-floor", ["nice", "-n", "-10", str(FLOOR), "/"])
+    mon = Monitor(name, ["nice", "-n", "-10", str(FLOOR), "/"])
     why = mon.start(lambda m: any(b"ready" in raw for _, raw in m.lines))
     if why:
         mon.stop()
-        notes.append(f"- fanotify floor: skipped: {why}")
+        cases[name] = {"skipped": why}
         return
     try:
         log("fanotify floor: storm")
         cpu0 = mon.cpu()
         storm, _ = run_storm(args.workers, args.count, "floor")
-        cpu_us = (mon.cpu() - cpu0) * 1e6 / CLK_TCK / storm["execs"]
-        over = 100.0 * (storm["seconds"] / baseline["seconds"] - 1.0)
-        notes.append(
-            f"- fanotify floor (bench/fanotify_floor.c: marks `/`, answers FAN_ALLOW, nothing else; "
-            f"nice -10): {storm['rate']:.0f} execs/s, {over:.1f}% overhead, {cpu_us:.1f} µs CPU/exec. "
-            "No fanotify permission sensor can cost less on this machine.")
+        cases[name] = {
+            "storm": storm,
+            "cpu_us_per_exec": (mon.cpu() - cpu0) * 1e6 / CLK_TCK / storm["execs"],
+            "overhead_pct": 100.0 * (storm["seconds"] / baseline["seconds"] - 1.0),
+            "rss_kib": None,
+            "rss_peak_kib": None,
+            "note": "bench/fanotify_floor.c: marks `/`, ignores the loader, answers FAN_ALLOW, "
+                    "nothing else; nice -10. No fanotify permission sensor can cost less here",
+        }
     finally:
         mon.stop()
 
 
-def case_forkstat(args, baseline, cases):
+def case_forkstat(args, baseline, cases, storms=3):
     if not shutil.which("forkstat"):
         cases["forkstat"] = {"skipped": "forkstat not installed"}
         return
@@ -470,10 +485,10 @@ def case_forkstat(args, baseline, cases):
         cases["forkstat"] = {"skipped": why}
         return
     try:
-        log("forkstat: storm x3")
+        log(f"forkstat: storm x{storms}")
         res = storm_under(mon, parse_forkstat, args.workers, args.count, "fs1", baseline)
         series = [res["rss_kib"]]
-        for k in (2, 3):
+        for k in range(2, storms + 1):
             series.append(storm_under(mon, parse_forkstat, args.workers, args.count, f"fs{k}", baseline)["rss_kib"])
         res["rss_series_kib"] = series
         res["rss_growth_kib"] = series[-1] - series[0] if None not in series else None
@@ -612,6 +627,115 @@ def case_scale(mode, args, baseline, cases):
             cases["2x-workers"]["sensor_stats"] = mon.stats_line()
 
 
+def status_of(control):
+    out = subprocess.run([str(SENSOR), "status", "--json", "--socket", str(control)],
+                         capture_output=True, text=True, check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else None
+
+
+def case_stages(mode, args, baseline, stages):
+    """One profiled storm: the loop thread's CPU per exec by stage."""
+    control = OUT / f"control-{mode}.sock"
+    env = dict(os.environ, EXECSENTRY_PROFILE_STAGES="1")
+    scratch = {}
+    mon = start_execsentry(mode, scratch, f"stages-{mode}", control=control, env=env)
+    if not mon:
+        stages[mode] = scratch
+        return
+    try:
+        log(f"stages-{mode}: profiled storm")
+        before = status_of(control)
+        cpu0 = mon.cpu()
+        storm, _ = run_storm(args.workers, args.count, f"st{mode}")
+        mon.drain()
+        cpu_us = (mon.cpu() - cpu0) * 1e6 / CLK_TCK / storm["execs"]
+        after = status_of(control)
+        if not before or not after or not after.get("stages_ns"):
+            stages[mode] = {"skipped": "no stage figures in status"}
+            return
+        order = ("kernel_read", "capture", "proc", "identity", "metadata", "rules", "format", "output")
+        got = after["stages_ns"]
+        per = {k: (got[k] - before["stages_ns"].get(k, 0)) / 1000.0 / storm["execs"]
+               for k in sorted(got, key=lambda k: order.index(k) if k in order else len(order))}
+        stages[mode] = {"per_exec_us": per, "sum_us": sum(per.values()), "cpu_us_per_exec": cpu_us}
+    finally:
+        mon.stop()
+
+
+METRICS = ("overhead_pct", "exact_argv_pct", "received_pct", "cpu_us_per_exec",
+           "latency_p50_us", "latency_p99_us", "rss_kib", "rss_peak_kib")
+
+
+def aggregate(rounds):
+    """Per case: the median of each figure over the rounds and its spread."""
+    names = []
+    for r in rounds:
+        names += [n for n in r if n not in names]
+    cases = {}
+    for name in names:
+        got = [r[name] for r in rounds if name in r and "skipped" not in r[name]]
+        if not got:
+            cases[name] = next(r[name] for r in rounds if name in r)
+            continue
+        res = dict(got[0])
+        res["rounds"] = len(got)
+        res["storm"] = dict(got[0]["storm"])
+        res["storm"]["rate"] = statistics.median(g["storm"]["rate"] for g in got)
+        for key in METRICS:
+            vals = [g[key] for g in got if g.get(key) is not None]
+            if vals:
+                res[key] = statistics.median(vals)
+                res[key + "_spread"] = (min(vals), max(vals))
+        peaks = [g["rss_peak_kib"] for g in got if g.get("rss_peak_kib") is not None]
+        if peaks:
+            res["rss_peak_kib"] = max(peaks)
+        cases[name] = res
+    return cases
+
+
+def targets(cases):
+    """Issue 19's targets, each a ratio to a peer of the same run."""
+    def ok(name):
+        return cases.get(name) if name in cases and "skipped" not in cases[name] else None
+    fan, proc, fs, au = (ok(n) for n in ("execsentry-fanotify", "execsentry-proc", "forkstat", "auditd"))
+    rows = ["| target | measured | met |", "|---|---|---|"]
+
+    def row(what, have, met):
+        rows.append(f"| {what} | {have} | {'yes' if met else 'no'} |")
+
+    if fan and au:
+        row("fanotify overhead ≤ ½ auditd's",
+            f"{fan['overhead_pct']:.1f}% vs ½ × {au['overhead_pct']:.1f}%",
+            fan["overhead_pct"] <= au["overhead_pct"] / 2)
+        row("fanotify exact argv ≥ 99.9%", f"{fan['exact_argv_pct']:.2f}%", fan["exact_argv_pct"] >= 99.9)
+    if proc and fs:
+        row("proc overhead ≤ forkstat's", f"{proc['overhead_pct']:.1f}% vs {fs['overhead_pct']:.1f}%",
+            proc["overhead_pct"] <= fs["overhead_pct"])
+        row("proc exact argv ≥ forkstat's", f"{proc['exact_argv_pct']:.2f}% vs {fs['exact_argv_pct']:.2f}%",
+            proc["exact_argv_pct"] >= fs["exact_argv_pct"])
+        row("proc CPU/exec ≤ forkstat's", f"{proc['cpu_us_per_exec']:.1f} vs {fs['cpu_us_per_exec']:.1f} µs",
+            proc["cpu_us_per_exec"] <= fs["cpu_us_per_exec"])
+    for r, name in ((fan, "fanotify"), (proc, "proc")):
+        if r and r.get("rss_peak_kib"):
+            row(f"{name} RSS peak ≤ 16 MiB", f"{r['rss_peak_kib'] / 1024:.1f} MiB",
+                r["rss_peak_kib"] <= 16 * 1024)
+    return rows
+
+
+def stage_table(stages):
+    rows = []
+    for mode, st in stages.items():
+        if "skipped" in st:
+            rows.append(f"- stages-{mode}: skipped: {st['skipped']}")
+            continue
+        parts = " | ".join(f"{v:.1f}" for v in st["per_exec_us"].values())
+        if not rows or not rows[0].startswith("| mode"):
+            rows[:0] = ["| mode | " + " | ".join(st["per_exec_us"]) + " | sum (loop thread) | process CPU |",
+                        "|---" * (len(st["per_exec_us"]) + 3) + "|"]
+        rows.append(f"| {mode} | {parts} | {st['sum_us']:.1f} | {st['cpu_us_per_exec']:.1f} |")
+    return rows
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -631,12 +755,18 @@ def table(baseline, cases):
             rows.append(f"| {name} | skipped | | | | | | | |")
             notes.append(f"- {name}: skipped: {r['skipped']}")
             continue
+        def spread(key, spec, unit=""):
+            v = fmt(r.get(key), spec, unit)
+            lo_hi = r.get(key + "_spread")
+            if lo_hi and r.get("rounds", 1) > 1:
+                v += f" ({lo_hi[0]:{spec}}–{lo_hi[1]:{spec}})"
+            return v
         rows.append(
-            f"| {name} | {r['storm']['rate']:.0f} | {fmt(r.get('overhead_pct'), '.1f', '%')} "
-            f"| {r['received_pct']:.2f}% | {r['exact_argv_pct']:.2f}% "
-            f"| {fmt(r['cpu_us_per_exec'], '.1f', ' µs')} "
-            f"| {fmt(r['latency_p50_us'], '.0f')} / {fmt(r['latency_p99_us'], '.0f')} µs "
-            f"| {fmt(r['rss_kib'], 'd')} / {fmt(r['rss_peak_kib'], 'd')} KiB "
+            f"| {name} | {r['storm']['rate']:.0f} | {spread('overhead_pct', '.1f', '%')} "
+            f"| {fmt(r.get('received_pct'), '.2f', '%')} | {spread('exact_argv_pct', '.2f', '%')} "
+            f"| {spread('cpu_us_per_exec', '.1f', ' µs')} "
+            f"| {fmt(r.get('latency_p50_us'), '.0f')} / {fmt(r.get('latency_p99_us'), '.0f')} µs "
+            f"| {fmt(r.get('rss_kib'), '.0f')} / {fmt(r.get('rss_peak_kib'), '.0f')} KiB "
             f"| {fmt(r.get('rss_growth_kib'), 'd', ' KiB')} |"
         )
         if "lost" in r:
@@ -674,6 +804,7 @@ def main():
     ap.add_argument("--count", type=int, default=10000, help="execs per storm")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--idle", type=int, default=10000, help="idle processes for the scale run")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of every peer case (median, spread)")
     ap.add_argument("--no-build", action="store_true", help="use the existing release binary")
     ap.add_argument("--only", default="", help="comma list of cases: proc,fanotify,forkstat,auditd,scale,micro")
     args = ap.parse_args()
@@ -698,20 +829,34 @@ def main():
             if SENSOR.exists():
                 SENSOR.unlink()
 
-    log(f"no sensor: {args.count} execs x 2, {args.workers} workers")
-    runs = [run_storm(args.workers, args.count, f"base{k}")[0] for k in (1, 2)]
-    baseline = min(runs, key=lambda r: r["seconds"])  # the machine's best
+    runs, per_round = [], []
+    for k in range(max(1, args.rounds)):
+        # Each round: a no-sensor storm, then every peer against it, so the
+        # figures of one round share the machine's state of the moment.
+        log(f"round {k + 1}/{args.rounds}: no sensor: {args.count} execs, {args.workers} workers")
+        base = run_storm(args.workers, args.count, f"base{k}")[0]
+        runs.append(base)
+        rc = {}
+        storms = 3 if k == 0 else 1  # RSS over three storms, once
+        for mode in ("proc", "fanotify"):
+            if want(mode):
+                case_execsentry(mode, args, base, rc, storms)
+        if want("fanotify"):
+            case_floor(args, base, rc)
+        if want("forkstat"):
+            case_forkstat(args, base, rc, storms)
+        if want("auditd"):
+            case_auditd(args, base, rc)
+        per_round.append(rc)
+    cases = aggregate(per_round)
+    baseline = dict(runs[0])
+    baseline["rate"] = statistics.median(r["rate"] for r in runs)
+    baseline["seconds"] = statistics.median(r["seconds"] for r in runs)
 
-    cases = {}
+    stages = {}
     for mode in ("proc", "fanotify"):
-        if want(mode):
-            case_execsentry(mode, args, baseline, cases)
-    if want("fanotify"):
-        case_floor(args, baseline, notes)
-    if want("forkstat"):
-        case_forkstat(args, baseline, cases)
-    if want("auditd"):
-        case_auditd(args, baseline, cases)
+        if want(mode) and want("stages"):
+            case_stages(mode, args, baseline, stages)
     if want("scale"):
         ok = [m for m in ("fanotify", "proc") if f"execsentry-{m}" in cases and "skipped" not in cases[f"execsentry-{m}"]]
         case_scale(ok[0] if ok else None, args, baseline, cases)
@@ -728,6 +873,8 @@ def main():
             notes.append("- micro-benchmarks failed to run: " + r.stderr.strip()[-300:])
 
     rows, case_notes = table(baseline, cases)
+    target_rows = targets(cases)
+    stage_rows = stage_table(stages)
     line = summary(cases)
     machine = f"{platform.node()}: {os.cpu_count()} cores, Linux {platform.release()}"
     when = time.strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -735,9 +882,20 @@ def main():
         f"# execsentry benchmark — {when}",
         "",
         f"Machine: {machine}. Storm: {args.count} × fork+exec `/bin/true`, {args.workers} workers; "
-        f"no-sensor baseline {baseline['rate']:.0f} execs/s (best of {len(runs)}).",
+        f"{len(runs)} rounds, medians with (min–max); no-sensor baseline "
+        f"{baseline['rate']:.0f} execs/s (median; {min(r['rate'] for r in runs):.0f}–"
+        f"{max(r['rate'] for r in runs):.0f}).",
         "",
         *rows,
+        "",
+        "Targets (issue 19), on the medians:",
+        "",
+        *target_rows,
+        "",
+        "Sensor CPU per exec by stage (µs, one profiled storm per mode; the loop thread's laps "
+        "add up to its CPU time, the process CPU also counts the fanotify watchdog):",
+        "",
+        *stage_rows,
         "",
         "events / exact argv: % of the storm's execs with an exec event / with the exact argv. "
         "CPU: the sensor's utime+stime per exec. Overhead: storm wall time vs. no sensor. "
@@ -752,7 +910,8 @@ def main():
     (OUT / "report.md").write_text("\n".join(md))
     (OUT / "report.json").write_text(json.dumps(
         {"date": when, "machine": machine, "count": args.count, "workers": args.workers,
-         "baseline_runs": runs, "baseline": baseline, "cases": cases, "summary": line},
+         "baseline_runs": runs, "baseline": baseline, "cases": cases, "rounds": per_round,
+         "stages": stages, "summary": line},
         indent=2, default=str))
     print()
     print("\n".join(md[4:-3]))

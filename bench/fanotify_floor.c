@@ -3,7 +3,9 @@
  * each path given with FAN_OPEN_EXEC_PERM and answers FAN_ALLOW to every
  * event, doing nothing else (no /proc, no argv, no output). `make bench`
  * runs the storm under it to show what the permission round trip alone
- * costs on this machine, apart from anything execsentry does.
+ * costs on this machine, apart from anything execsentry does. Like
+ * execsentry it puts an ignore mark on the dynamic loader, so a dynamically
+ * linked exec waits once, not twice: the floor stays a lower bound.
  *
  *     fanotify_floor / [/other/mount ...]     (root; stops on SIGTERM)
  */
@@ -37,6 +39,14 @@ int main(int argc, char **argv)
 			fprintf(stderr, "fanotify_mark %s: %s\n", argv[i], strerror(errno));
 			return 1;
 		}
+	}
+	static const char *loaders[] = {"/lib64/ld-linux-x86-64.so.2", "/lib/ld-musl-x86_64.so.1"};
+	for (size_t i = 0; i < sizeof loaders / sizeof loaders[0]; i++) {
+		if (access(loaders[i], F_OK) != 0)
+			continue;
+		if (fanotify_mark(fd, FAN_MARK_ADD | FAN_MARK_IGNORED_MASK | FAN_MARK_IGNORED_SURV_MODIFY,
+				  FAN_OPEN_EXEC_PERM, AT_FDCWD, loaders[i]) != 0)
+			fprintf(stderr, "ignore mark %s: %s\n", loaders[i], strerror(errno));
 	}
 	/* No SA_RESTART: the blocking read returns EINTR on SIGTERM. */
 	struct sigaction sa = {.sa_handler = on_signal};

@@ -29,6 +29,7 @@ pub enum CaptureArg {
     Auto,
     Proc,
     Fanotify,
+    Kprobe,
 }
 
 impl CaptureArg {
@@ -37,6 +38,7 @@ impl CaptureArg {
             CaptureArg::Auto => "auto",
             CaptureArg::Proc => "proc",
             CaptureArg::Fanotify => "fanotify",
+            CaptureArg::Kprobe => "kprobe",
         }
     }
 }
@@ -93,6 +95,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Developer tools, not part of the interface.
+    #[command(hide = true, subcommand)]
+    Debug(crate::capture::kprobe::debug::DebugAction),
     /// Print alerts from a running sensor's local socket.
     Tail {
         #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]

@@ -33,7 +33,7 @@ pub struct SensorConfig {
     pub max_args_bytes: usize,
     /// Entries in the process table.
     pub table_size: usize,
-    /// `auto` | `proc` | `fanotify`.
+    /// `auto` | `proc` | `fanotify` | `kprobe`.
     pub capture: String,
     /// Let rules with `action = "deny"` refuse execs (fanotify capture only).
     /// Off, such a rule is a configuration error rather than a silent no-op.
@@ -345,11 +345,18 @@ impl Config {
             message,
         };
         let s = &self.sensor;
-        if !matches!(s.capture.as_str(), "auto" | "proc" | "fanotify") {
+        if !matches!(s.capture.as_str(), "auto" | "proc" | "fanotify" | "kprobe") {
             return Err(bad(
                 "sensor",
                 "capture",
-                format!("`{}`: expected auto, proc or fanotify", s.capture),
+                format!("`{}`: expected auto, proc, fanotify or kprobe", s.capture),
+            ));
+        }
+        if s.enforce && s.capture == "kprobe" {
+            return Err(bad(
+                "sensor",
+                "enforce",
+                "needs capture = \"fanotify\" or \"auto\": a kprobe cannot refuse an exec".into(),
             ));
         }
         if s.table_size == 0 {

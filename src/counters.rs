@@ -38,10 +38,10 @@ pub enum Owner {
 }
 
 macro_rules! registry {
-    ($( $id:ident = $name:literal, $kind:ident, $owner:ident; )*) => {
+    ($( $(#[$doc:meta])* $id:ident = $name:literal, $kind:ident, $owner:ident; )*) => {
         /// One counter of the registry.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum Counter { $($id),* }
+        pub enum Counter { $($(#[$doc])* $id),* }
 
         impl Counter {
             /// Every counter, in declaration order.
@@ -77,6 +77,9 @@ registry! {
     ArgsTruncated = "args_truncated", Loss, Pipeline;
     Rescans = "rescans", Throughput, Pipeline;
     BlockedExecs = "blocked_execs", Throughput, Pipeline;
+    /// Direct execs of a dynamic loader while a capture source runs: their
+    /// argv is read from `/proc` after the fact.
+    LoaderExecs = "loader_execs", Loss, Pipeline;
     TamperAlerts = "tamper_alerts", Throughput, Daemon;
     // The process table.
     TableLive = "table_live", Gauge, Table;
@@ -109,6 +112,17 @@ registry! {
     FanotifyRunningMisses = "fanotify.running_misses", Loss, Fanotify;
     FanotifyMarks = "fanotify.marks", Gauge, Fanotify;
     FanotifyMarkErrors = "fanotify.mark_errors", Throughput, Fanotify;
+    FanotifyQueueOverflows = "fanotify.queue_overflows", Loss, Fanotify;
+    FanotifyLoaderMarks = "fanotify.loader_marks", Gauge, Fanotify;
+    FanotifyExtraOpens = "fanotify.extra_opens", Throughput, Fanotify;
+    FanotifyMalformed = "fanotify.malformed", Loss, Fanotify;
+    // kprobe capture (start_thread return probe, perf rings with the user
+    // stack): records read, records the kernel could not write (ring
+    // full), undecodable records, argv cut (flagged, completed from /proc).
+    KprobeRecords = "kprobe.records", Throughput, Kprobe;
+    KprobeLost = "kprobe.lost", Loss, Kprobe;
+    KprobeCorrupt = "kprobe.corrupt", Loss, Kprobe;
+    KprobeCut = "kprobe.cut", Loss, Kprobe;
     // Outputs.
     SyslogSent = "syslog.sent", Throughput, Syslog;
     SyslogDropped = "syslog.dropped", Loss, Syslog;
@@ -146,7 +160,7 @@ impl Counter {
 
 /// Values of the registry's counters. A counter that no active part of the
 /// sensor reported is absent (the fanotify counters in proc mode), not 0.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Counters {
     values: [u64; N],
     present: [bool; N],
@@ -158,6 +172,14 @@ impl Default for Counters {
             values: [0; N],
             present: [false; N],
         }
+    }
+}
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.iter().map(|(c, v)| (c.name(), v)))
+            .finish()
     }
 }
 
@@ -208,7 +230,9 @@ impl Counters {
 
     /// By stable name, for `status` JSON.
     pub fn to_map(&self) -> std::collections::BTreeMap<String, u64> {
-        self.iter().map(|(c, v)| (c.name().to_string(), v)).collect()
+        self.iter()
+            .map(|(c, v)| (c.name().to_string(), v))
+            .collect()
     }
 }
 
@@ -231,7 +255,10 @@ mod tests {
     #[test]
     fn a_cache_miss_is_not_a_loss() {
         assert!(!Counter::IdentityMisses.is_loss());
-        assert!(Counter::MetadataMisses.is_loss(), "a container without its name");
+        assert!(
+            Counter::MetadataMisses.is_loss(),
+            "a container without its name"
+        );
         assert!(Counter::LostEvents.is_loss());
         let mut c = Counters::default();
         c.add(Counter::IdentityMisses, 5);

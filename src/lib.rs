@@ -2,15 +2,18 @@
 //! connector (no eBPF), tells whether it runs inside a container, evaluates
 //! detection rules and sends alerts to syslog and local readers.
 //!
-//! Data flow, from kernel to alert:
-//! `netlink` (bytes → [`netlink::wire::KernelEvent`]) → `pipeline`
-//! (`process_table`, `enrich` reading `/proc` via `procfs`, `container`
-//! detection) → [`event::Event`] → `rules` → `sink`. `daemon` owns the single
-//! mio loop; `cli` and `main` only parse and dispatch.
+//! An exec flows one way, from kernel to alert:
+//! `netlink` (bytes → [`netlink::wire::KernelEvent`], read by
+//! [`netlink::reader`]) and a `capture` source (`fanotify`: argv at exec
+//! time) → `pipeline`, whose [`join`] pairs each exec with its capture
+//! (else `/proc/<pid>/cmdline`), then `enrich` (reading `/proc` via
+//! `procfs`, `container` detection, `metadata`, `identity`) →
+//! [`event::Event`] → `rules` → `sink`. `daemon` owns the single mio loop
+//! and only dispatches; [`counters`] declares every counter; `cli` and
+//! `main` only parse and dispatch.
 
 pub mod bytes;
 pub mod capture;
-pub mod captures;
 pub mod cli;
 pub mod config;
 pub mod container;
@@ -20,6 +23,7 @@ pub mod enrich;
 pub mod event;
 pub mod fanotify;
 pub mod identity;
+pub mod join;
 pub mod metadata;
 pub mod netlink;
 pub mod pacing;
@@ -28,7 +32,9 @@ pub mod privilege;
 pub mod process_table;
 pub mod procfs;
 pub mod rules;
+pub mod sdnotify;
 pub mod seqgap;
 pub mod sink;
+pub mod stages;
 pub mod status;
 pub mod tamper;

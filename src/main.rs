@@ -53,6 +53,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 cli_rules: (!rules.is_empty()).then_some(rules),
                 cli_stdout: output.is_some(),
                 cli_events: events,
+                cli_capture: capture.map(|c| c.as_str().to_string()),
                 control,
             })?;
             Ok(ExitCode::SUCCESS)
@@ -90,6 +91,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Debug(a) => Ok(ExitCode::from(execsentry::capture::kprobe::debug::run(&a)?)),
         Command::Tail { socket, json } => {
             let stdout = io::stdout();
             let color = stdout.is_terminal();

@@ -1,58 +1,57 @@
-//! The sensor's state machine, without the event loop: kernel events in,
-//! ECS events and alerts out. Owning no sockets, it is driven by `daemon`
-//! live and can be driven by tests with recorded events.
+//! The sensor's state machine, without the event loop: kernel events and
+//! captures in, ECS events and alerts out. An exec flows one way through it:
+//! a capture source's [`Capture`] waits in the [`ExecJoin`]; the proc
+//! connector's exec takes it (or falls back to `/proc/<pid>/cmdline`);
+//! enrichment from `/proc`, metadata and identity shape the event; the rules
+//! judge it; the caller hands what comes out to the outputs. Owning no
+//! sockets, it is driven by `daemon` live and by tests with recorded events,
+//! through the same calls.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use mio::Token;
+
+use crate::capture::{Capture, CaptureSource, Decider, Verdict};
+use crate::counters::{Counter, Counters};
 use crate::enrich::{self, EventInput, HostContext, ProcReader};
 use crate::event::Event;
-use crate::fanotify::ExecCapture;
+use crate::join::ExecJoin;
 use crate::metadata::{self, Metadata};
 use crate::netlink::wire::KernelEvent;
 use crate::process_table::{ProcKey, ProcessTable};
 use crate::rules::{Match, RuleSet};
+use crate::stages::{self, Stage};
+use crate::tamper::{self, Tamper};
 
-/// Everything the sensor counts; each loss or degradation has its own.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Counters {
-    pub kernel_events: u64,
-    pub execs: u64,
-    pub forks: u64,
-    pub exits: u64,
-    /// Netlink receive buffer overruns (ENOBUFS): episodes of loss.
-    pub overruns: u64,
-    /// Events the kernel dropped, from gaps in its per-CPU sequence numbers.
-    pub lost_events: u64,
-    /// Datagrams the decoder rejected.
-    pub decode_errors: u64,
-    /// Exec events whose process was gone or had no cmdline.
-    pub partial_events: u64,
-    pub args_truncated: u64,
-    pub alerts: u64,
-    pub rescans: u64,
-    /// Total time spent evaluating rules, for the mean in `status`.
-    pub rule_eval_ns: u64,
-}
+/// How long a capture waits for its proc-connector exec event before it is
+/// counted as unmatched (an exec that failed after the source saw it).
+pub const CAPTURE_MAX_AGE_MS: u64 = 2_000;
+/// Captures held at most (the join also bounds their bytes).
+pub const CAPTURE_PENDING_MAX: usize = 16_384;
 
 pub struct Pipeline {
     pub table: ProcessTable,
     pub reader: ProcReader,
     pub host: HostContext,
     pub rules: RuleSet,
+    /// The pipeline's own counters (see [`Pipeline::counters`] for all).
     pub counters: Counters,
+    /// Total time spent evaluating rules, for the mean in `status`.
+    pub rule_eval_ns: u64,
     pub metadata: Metadata,
     /// Executable identity (Go build info, hash), cached per file.
     pub identity: crate::identity::Identifier,
+    join: ExecJoin,
+    source: Option<Box<dyn CaptureSource>>,
+    /// Reused buffer for one drain of the source.
+    captured: Vec<Capture>,
+    /// Execs the decider refused during the current drain: (pid, the
+    /// permission-time event, the rule), so the alert says exactly why.
+    denied: Vec<(u32, Event, Match)>,
     matches: Vec<Match>,
     sequence: u64,
     /// Distinguishes this sensor run in `event.id`.
     run_id: u64,
-}
-
-/// What one exec produced.
-pub struct ExecOutcome {
-    pub event: Event,
-    pub alerts: Vec<Event>,
 }
 
 impl Pipeline {
@@ -65,18 +64,43 @@ impl Pipeline {
         identity: crate::identity::Identifier,
     ) -> Self {
         let run_id = enrich::fnv1a(&now_nanos().to_le_bytes()) ^ host.id_seed;
+        let mut counters = Counters::default();
+        for c in Counter::ALL
+            .iter()
+            .filter(|c| c.owner() == crate::counters::Owner::Pipeline)
+        {
+            counters.set(*c, 0);
+        }
         Pipeline {
             table,
             reader,
             host,
             rules,
-            counters: Counters::default(),
+            counters,
+            rule_eval_ns: 0,
             metadata,
             identity,
+            join: ExecJoin::new(CAPTURE_PENDING_MAX, CAPTURE_MAX_AGE_MS),
+            source: None,
+            captured: Vec::new(),
+            denied: Vec::new(),
             matches: Vec::new(),
             sequence: 0,
             run_id,
         }
+    }
+
+    /// The capture source whose captures the join pairs with execs.
+    pub fn set_source(&mut self, source: Box<dyn CaptureSource>) {
+        self.source = Some(source);
+    }
+
+    pub fn source(&self) -> Option<&dyn CaptureSource> {
+        self.source.as_deref()
+    }
+
+    pub fn source_mut(&mut self) -> Option<&mut (dyn CaptureSource + 'static)> {
+        self.source.as_deref_mut()
     }
 
     /// Fills the table from `/proc`, so processes that were already running
@@ -114,40 +138,33 @@ impl Pipeline {
             .upsert(key, parent, enrich::image_of(&ev, container));
     }
 
-    /// Every counter of the pipeline and the caches it owns, by name. The
-    /// names are stable: the `stats:` line and `execsentry status` use them.
-    pub fn counter_map(&self, out: &mut std::collections::BTreeMap<String, u64>) {
-        let c = &self.counters;
+    /// Every counter of the pipeline and of the parts it owns: the table,
+    /// the join, the caches and the capture source.
+    pub fn counters(&self, out: &mut Counters) {
+        out.merge(&self.counters);
         let t = self.table.stats();
         let m = &self.metadata.counters;
         let i = self.identity.stats();
-        for (k, v) in [
-            ("kernel_events", c.kernel_events),
-            ("execs", c.execs),
-            ("forks", c.forks),
-            ("exits", c.exits),
-            ("alerts", c.alerts),
-            ("overruns", c.overruns),
-            ("lost_events", c.lost_events),
-            ("decode_errors", c.decode_errors),
-            ("partial_events", c.partial_events),
-            ("args_truncated", c.args_truncated),
-            ("rescans", c.rescans),
-            ("table_live", t.live as u64),
-            ("table_evictions", t.evictions),
-            ("metadata.hits", m.hits),
-            ("metadata.loads", m.loads),
-            ("metadata.misses", m.misses),
-            ("metadata.errors", m.errors),
-            ("metadata.oversize", m.oversize),
-            ("metadata.evictions", m.evictions),
-            ("identity.hits", i.hits),
-            ("identity.misses", i.misses),
-            ("identity.parse_errors", i.parse_errors),
-            ("identity.unreadable", i.unreadable),
-            ("identity.evictions", i.evictions),
+        for (c, v) in [
+            (Counter::TableLive, t.live as u64),
+            (Counter::TableEvictions, t.evictions),
+            (Counter::MetadataHits, m.hits),
+            (Counter::MetadataLoads, m.loads),
+            (Counter::MetadataMisses, m.misses),
+            (Counter::MetadataErrors, m.errors),
+            (Counter::MetadataOversize, m.oversize),
+            (Counter::MetadataEvictions, m.evictions),
+            (Counter::IdentityHits, i.hits),
+            (Counter::IdentityMisses, i.misses),
+            (Counter::IdentityParseErrors, i.parse_errors),
+            (Counter::IdentityUnreadable, i.unreadable),
+            (Counter::IdentityEvictions, i.evictions),
         ] {
-            out.insert(k.to_string(), v);
+            out.set(c, v);
+        }
+        if let Some(src) = &self.source {
+            self.join.counters(out);
+            src.counters(out);
         }
     }
 
@@ -157,7 +174,7 @@ impl Pipeline {
     /// `runc exec` joins the container just before the exec, so the table,
     /// which knows the forking runc, would say "host"). Opt-in deny rules are
     /// evaluated on it while the exec waits.
-    pub fn permission_event(&mut self, cap: &ExecCapture) -> Event {
+    pub fn permission_event(&mut self, cap: &Capture) -> Event {
         let entry = self.table.live(cap.pid);
         let parent = entry.and_then(|e| e.parent);
         let known_container = entry.and_then(|e| e.image.container.clone());
@@ -205,16 +222,45 @@ impl Pipeline {
 
     /// After an overrun some exits were lost: forget the dead, learn the new.
     pub fn resync(&mut self, now_ms: u64) {
-        self.counters.rescans += 1;
+        self.counters.inc(Counter::Rescans);
         let root = self.reader.procfs.root().to_path_buf();
         self.table
             .retain_live(&|pid| root.join(pid.to_string()).exists(), now_ms);
         self.scan();
     }
 
-    /// Applies one kernel event; returns the exec outcome for execs.
-    pub fn on_kernel(&mut self, ev: KernelEvent, now_ms: u64) -> Option<ExecOutcome> {
-        self.counters.kernel_events += 1;
+    /// A source's token is ready (`None`: the join is about to pair an
+    /// exec). Its captures enter the join; an exec it refused becomes its
+    /// alert in `out`.
+    pub fn on_source_ready(&mut self, token: Option<Token>, now_ms: u64, out: &mut Vec<Event>) {
+        let Some(mut src) = self.source.take() else {
+            return;
+        };
+        let mut captured = std::mem::take(&mut self.captured);
+        src.on_ready(token, self, &mut captured);
+        self.source = Some(src);
+        for cap in captured.drain(..) {
+            self.on_capture(cap, now_ms, out);
+        }
+        self.captured = captured;
+        stages::lap(Stage::Capture);
+        // Decisions the watchdog overtook (it allowed the exec first).
+        self.denied.clear();
+    }
+
+    /// One capture from a source: it waits in the join for its exec, or,
+    /// refused, is reported as blocked (no exec event will follow).
+    pub fn on_capture(&mut self, cap: Capture, now_ms: u64, out: &mut Vec<Event>) {
+        if cap.verdict == Verdict::Deny {
+            self.blocked(cap.pid, out);
+        } else if cap.args_read {
+            self.join.push(cap, now_ms);
+        }
+    }
+
+    /// Applies one kernel event; an exec's event and alerts go to `out`.
+    pub fn on_kernel(&mut self, ev: KernelEvent, now_ms: u64, out: &mut Vec<Event>) {
+        self.counters.inc(Counter::KernelEvents);
         match ev {
             // A new thread shares its process's image; only new processes
             // (child pid == child tgid) enter the table.
@@ -224,7 +270,7 @@ impl Pipeline {
                 child_tgid,
                 ..
             } if child_pid == child_tgid => {
-                self.counters.forks += 1;
+                self.counters.inc(Counter::Forks);
                 // A parent that never exec'd (a subshell) has no start time
                 // yet: read it now, so its children name it by its real
                 // identity (`process.parent.entity_id`).
@@ -237,29 +283,51 @@ impl Pipeline {
                     self.table.set_start(parent_tgid, st.start_ticks);
                 }
                 self.table.fork(parent_tgid, child_tgid);
-                None
+                stages::lap(Stage::Proc);
             }
             KernelEvent::Exit { pid, tgid, .. } if pid == tgid => {
-                self.counters.exits += 1;
+                self.counters.inc(Counter::Exits);
                 self.table.exit(tgid, now_ms);
-                None
+                stages::lap(Stage::Proc);
             }
             // After exec the kernel reports the thread-group leader's pid,
             // even when another thread called execve.
-            KernelEvent::Exec { tgid, .. } => Some(self.on_exec(tgid, None, None)),
-            _ => None,
+            KernelEvent::Exec { tgid, .. } => {
+                // The source's record of this exec may still sit unread in
+                // its queue: the proc connector's message can overtake it.
+                if self.source.is_some() {
+                    self.on_source_ready(None, now_ms, out);
+                }
+                self.on_exec(tgid, out);
+            }
+            KernelEvent::Ptrace {
+                tgid, tracer_tgid, ..
+            } if tgid == std::process::id() && tracer_tgid != 0 => {
+                let detail = format!("ptrace attach by pid {tracer_tgid}");
+                self.tamper(Tamper::Ptrace, tracer_tgid, &detail, out);
+            }
+            _ => {}
         }
     }
 
-    /// An exec, with the fanotify capture of its argv when there is one
-    /// and the `/proc/<pid>/stat` read to pick it.
-    pub fn on_exec(
-        &mut self,
-        pid: u32,
-        capture: Option<ExecCapture>,
-        opened: Option<(crate::procfs::PidDir, crate::procfs::Stat)>,
-    ) -> ExecOutcome {
-        self.counters.execs += 1;
+    /// An exec: the join's capture of it when there is one, else
+    /// `/proc/<pid>/cmdline`.
+    fn on_exec(&mut self, pid: u32, out: &mut Vec<Event>) {
+        self.counters.inc(Counter::Execs);
+        // With captures pending, stat comes first: its comm picks the
+        // capture of this very exec. The directory and stat are handed on,
+        // so neither is read twice.
+        let opened = if self.join.is_empty() {
+            None
+        } else {
+            self.reader.procfs.dir(pid).ok().and_then(|mut d| {
+                let st = d.stat(pid).ok()?;
+                Some((d, st))
+            })
+        };
+        let comm = opened.as_ref().map(|(_, s)| s.comm.as_slice());
+        let capture = self.join.take_for(pid, comm);
+        let uncaptured = capture.is_none() && self.source.is_some();
         let facts = match opened {
             Some((dir, st)) => self.reader.read_with_stat(pid, dir, st, capture),
             None => self.reader.read(pid, true, capture),
@@ -272,17 +340,25 @@ impl Pipeline {
             .unwrap_or(0);
         let parent = self.parent_of(pid, ppid);
         let mut event = self.shape(&facts, parent, ppid);
+        stages::lap(Stage::Proc);
         self.identity
             .fill(self.reader.procfs.root(), pid, facts.exe_file, &mut event);
+        stages::lap(Stage::Identity);
         let table = &self.table;
         if let Some(meta) = self.metadata.lookup(&event, &|p| table.live(p).is_some()) {
             metadata::apply(&meta, &mut event);
         }
+        stages::lap(Stage::Metadata);
         if !event.execsentry.args_complete {
-            self.counters.partial_events += 1;
+            self.counters.inc(Counter::PartialEvents);
         }
         if event.execsentry.args_truncated {
-            self.counters.args_truncated += 1;
+            self.counters.inc(Counter::ArgsTruncated);
+        }
+        if uncaptured && crate::fanotify::looks_like_loader(event.process.executable.as_bytes()) {
+            // `ld.so /path/prog`: the loader's exec events are ignored (one
+            // wait per exec instead of two), so its argv is `/proc`'s.
+            self.counters.inc(Counter::LoaderExecs);
         }
         if facts.stat.is_some() {
             let key = ProcKey {
@@ -292,8 +368,45 @@ impl Pipeline {
             let image = enrich::image_of(&event, enrich::container_of(&event));
             self.table.upsert(key, parent, image);
         }
+        if let Some(src) = self.source.as_mut() {
+            src.observe(&event);
+        }
         let alerts = self.evaluate(&event);
-        ExecOutcome { event, alerts }
+        out.push(event);
+        out.extend(alerts);
+        stages::lap(Stage::Rules);
+    }
+
+    /// A refused exec's alert, from what the decider saw while it waited.
+    fn blocked(&mut self, pid: u32, out: &mut Vec<Event>) {
+        let Some(i) = self.denied.iter().position(|(p, _, _)| *p == pid) else {
+            return;
+        };
+        let (_, ev, m) = self.denied.swap_remove(i);
+        let mut alert = self.rules.alert(&ev, &m);
+        alert.event.outcome = Some("blocked".into());
+        self.counters.inc(Counter::Alerts);
+        self.counters.inc(Counter::BlockedExecs);
+        out.push(alert);
+    }
+
+    /// Someone went for the sensor: an alert with the actor's process facts.
+    pub fn tamper(&mut self, what: Tamper, actor_pid: u32, detail: &str, out: &mut Vec<Event>) {
+        let actor = if actor_pid == 0 {
+            Event::default()
+        } else {
+            self.describe(actor_pid)
+        };
+        let alert = tamper::alert(actor, what, detail);
+        log::warn!("{}", alert.message.as_deref().unwrap_or_default());
+        self.counters.inc(Counter::TamperAlerts);
+        out.push(alert);
+    }
+
+    /// Timers: exited processes and unmatched captures age out.
+    pub fn housekeeping(&mut self, now_ms: u64) {
+        self.table.expire(now_ms);
+        self.join.expire(now_ms);
     }
 
     /// Runs the rules over an event (also used by `replay`).
@@ -301,8 +414,9 @@ impl Pipeline {
         self.matches.clear();
         let t = std::time::Instant::now();
         self.rules.evaluate(event, &mut self.matches);
-        self.counters.rule_eval_ns += t.elapsed().as_nanos() as u64;
-        self.counters.alerts += self.matches.len() as u64;
+        self.rule_eval_ns += t.elapsed().as_nanos() as u64;
+        self.counters
+            .add(Counter::Alerts, self.matches.len() as u64);
         self.matches
             .iter()
             .map(|m| self.rules.alert(event, m))
@@ -334,6 +448,24 @@ impl Pipeline {
 
     pub fn replace_rules(&mut self, rules: RuleSet) {
         self.rules = rules;
+    }
+}
+
+/// The deny decision while a gating source's exec waits: the only call a
+/// source makes into the pipeline.
+impl Decider for Pipeline {
+    fn decide(&mut self, cap: &Capture) -> Verdict {
+        let ev = self.permission_event(cap);
+        let mut scratch = std::mem::take(&mut self.matches);
+        let verdict = match self.rules.denies(&ev, &mut scratch) {
+            Some(m) => {
+                self.denied.push((cap.pid, ev, m));
+                Verdict::Deny
+            }
+            None => Verdict::Allow,
+        };
+        self.matches = scratch;
+        verdict
     }
 }
 
@@ -372,9 +504,89 @@ mod tests {
     }
 
     fn exec(p: &mut Pipeline, pid: u32) -> Event {
-        p.on_kernel(KernelEvent::Exec { pid, tgid: pid }, 0)
-            .expect("exec outcome")
-            .event
+        let mut out = Vec::new();
+        p.on_kernel(KernelEvent::Exec { pid, tgid: pid }, 0, &mut out);
+        out.into_iter().next().expect("exec outcome")
+    }
+
+    /// A capture source that hands out what it was given, only when the
+    /// join asks (`on_ready(None)`): the production path must drain the
+    /// source before it pairs an exec.
+    struct FakeSource {
+        queued: Vec<Capture>,
+        observed: std::rc::Rc<std::cell::Cell<usize>>,
+    }
+
+    impl CaptureSource for FakeSource {
+        fn source(&self) -> crate::capture::ArgsSource {
+            crate::capture::ArgsSource::Fanotify
+        }
+        fn register(&mut self, _: &mio::Registry, _: Token) -> std::io::Result<usize> {
+            Ok(0)
+        }
+        fn on_ready(&mut self, token: Option<Token>, _: &mut dyn Decider, out: &mut Vec<Capture>) {
+            if token.is_none() {
+                out.append(&mut self.queued);
+            }
+        }
+        fn observe(&mut self, _: &Event) {
+            self.observed.set(self.observed.get() + 1);
+        }
+        fn counters(&self, _: &mut Counters) {}
+    }
+
+    #[test]
+    fn an_exec_takes_its_capture_through_the_join() {
+        let mut plain = fixture_pipeline("host");
+        let from_proc = exec(&mut plain, 1234);
+        let mut p = fixture_pipeline("host");
+        let capture = Capture {
+            pid: 1234,
+            argv: b"bash\0-c\0kubectl exec -it web -- sh".to_vec(),
+            filename: b"/bin/bash".to_vec(),
+            executable: b"/usr/bin/bash".to_vec(),
+            args_read: true,
+            syscall: 59,
+            ..Default::default()
+        };
+        let observed = std::rc::Rc::default();
+        p.set_source(Box::new(FakeSource {
+            queued: vec![capture],
+            observed: std::rc::Rc::clone(&observed),
+        }));
+        let mut out = Vec::new();
+        p.on_kernel(
+            KernelEvent::Exec {
+                pid: 1234,
+                tgid: 1234,
+            },
+            0,
+            &mut out,
+        );
+        let ev = &out[0];
+        assert_eq!(
+            ev.process.args,
+            ["bash", "-c", "kubectl exec -it web -- sh"]
+        );
+        assert_eq!(ev.execsentry.args_source, "fanotify");
+        assert!(ev.execsentry.args_complete);
+        // Everything /proc says is what the proc path says.
+        assert_eq!(ev.process.pid, from_proc.process.pid);
+        assert_eq!(ev.process.name, from_proc.process.name);
+        assert_eq!(ev.process.parent, from_proc.process.parent);
+        assert_eq!(ev.process.user, from_proc.process.user);
+        assert_eq!(ev.execsentry.start_ticks, from_proc.execsentry.start_ticks);
+        assert_eq!(ev.container, from_proc.container);
+        let mut c = Counters::default();
+        p.counters(&mut c);
+        assert_eq!(c.get(Counter::CapturesMatched), 1);
+        assert_eq!(
+            c.get(Counter::KernelEvents),
+            1,
+            "execs are kernel events too"
+        );
+        assert_eq!(c.get(Counter::Execs), 1);
+        assert_eq!(observed.get(), 1, "the source sees the event it fed");
     }
 
     #[test]
@@ -388,7 +600,7 @@ mod tests {
         assert_eq!(meta.entry_meta.meta_type, "container");
         assert_eq!(ev.process.name, "nginx");
         assert_eq!(ev.execsentry.start_ticks, 5000);
-        assert_eq!(p.counters.execs, 1);
+        assert_eq!(p.counters.get(Counter::Execs), 1);
     }
 
     #[test]
@@ -423,13 +635,14 @@ mod tests {
                 child_tgid: 1300,
             },
             0,
+            &mut Vec::new(),
         );
         let ev = exec(&mut p, 1300);
         assert_eq!(ev.process.parent.pid, 1234);
         assert_eq!(ev.process.parent.name, "bash");
         assert!(!ev.execsentry.args_complete, "vanished: partial event");
-        assert_eq!(p.counters.partial_events, 1);
-        assert_eq!(p.counters.forks, 1);
+        assert_eq!(p.counters.get(Counter::PartialEvents), 1);
+        assert_eq!(p.counters.get(Counter::Forks), 1);
     }
 
     #[test]
@@ -445,6 +658,7 @@ mod tests {
                 child_tgid: 1234,
             },
             0,
+            &mut Vec::new(),
         );
         p.on_kernel(
             KernelEvent::Exit {
@@ -456,6 +670,7 @@ mod tests {
                 parent_tgid: 0,
             },
             0,
+            &mut Vec::new(),
         );
         assert_eq!(p.table.stats().live, before);
         assert!(p.table.live(1234).is_some());

@@ -2,7 +2,6 @@
 //! refusal to load files that non-root users could have written, and the
 //! systemd readiness notification.
 
-use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -102,30 +101,5 @@ fn check_one(p: &Path) -> Result<()> {
             md.mode() & 0o7777
         );
     }
-    Ok(())
-}
-
-/// Tells systemd (`Type=notify`) that the self-check passed. The protocol is
-/// one datagram, so no extra crate is needed.
-pub fn notify_ready() {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    if let Err(e) = send_notify(&path, b"READY=1") {
-        log::warn!("sd_notify failed: {e}");
-    }
-}
-
-fn send_notify(path: &std::ffi::OsStr, msg: &[u8]) -> io::Result<()> {
-    use std::os::linux::net::SocketAddrExt;
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::net::{SocketAddr, UnixDatagram};
-    let sock = UnixDatagram::unbound()?;
-    let bytes = path.as_bytes();
-    let addr = match bytes.strip_prefix(b"@") {
-        Some(name) => SocketAddr::from_abstract_name(name)?,
-        None => SocketAddr::from_pathname(Path::new(path))?,
-    };
-    sock.send_to_addr(msg, &addr)?;
     Ok(())
 }

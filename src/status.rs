@@ -38,6 +38,10 @@ pub struct Status {
     pub answer_latency_us: Option<[f64; 2]>,
     /// Every counter: pipeline, process table, capture, per-sink.
     pub counters: BTreeMap<String, u64>,
+    /// Loop thread CPU per stage of the exec path, in ns since start, with
+    /// `EXECSENTRY_PROFILE_STAGES=1` (for `make bench`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stages_ns: BTreeMap<String, u64>,
 }
 
 /// What the kernel offered at start, and what was chosen.
@@ -47,6 +51,9 @@ pub struct Features {
     pub proc_connector: bool,
     /// `active`, `off` (capture = "proc") or why it is unavailable.
     pub fanotify: String,
+    /// `active`, `off` (not tried) or why it is unavailable.
+    #[serde(default)]
+    pub kprobe: String,
     /// `v1`, `v2` or `hybrid`.
     pub cgroup: String,
     pub netlink_rcvbuf: usize,
@@ -71,9 +78,14 @@ impl Status {
         let f = &self.features;
         let _ = writeln!(
             s,
-            "kernel:        {} (proc connector: {}, fanotify: {}, cgroup {}, rcvbuf {} bytes)",
+            "kernel:        {} (proc connector: {}, kprobe: {}, fanotify: {}, cgroup {}, rcvbuf {} bytes)",
             f.kernel,
             if f.proc_connector { "yes" } else { "no" },
+            if f.kprobe.is_empty() {
+                "off"
+            } else {
+                &f.kprobe
+            },
             f.fanotify,
             f.cgroup,
             f.netlink_rcvbuf
@@ -109,29 +121,10 @@ impl Status {
     }
 }
 
-/// Counter names that count a loss or a degraded event.
+/// Whether a counter of a status report counts a loss or a degraded event
+/// (the registry says; a name it does not know, from a newer sensor, is not).
 pub fn is_loss(name: &str) -> bool {
-    [
-        "overruns",
-        "lost_events",
-        "decode_errors",
-        "partial_events",
-        "args_truncated",
-        "table_evictions",
-        "dropped",
-        "errors",
-        "slow_readers",
-        "refused_readers",
-        "expired",
-        "mismatched",
-        "watchdog_answers",
-        "argv_read_errors",
-        "running_misses",
-        "misses",
-        "oversize",
-    ]
-    .iter()
-    .any(|l| name == *l || name.ends_with(&format!(".{l}")))
+    crate::counters::Counter::from_name(name).is_some_and(|c| c.is_loss())
 }
 
 /// The daemon's end: a root-only listening socket.

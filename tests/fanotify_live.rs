@@ -18,7 +18,7 @@ use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use execsentry::fanotify::{CaptureOptions, ExecCapture, FanotifyCapture, Verdict};
+use execsentry::fanotify::{CaptureOptions, ExecCapture, FanotifyCapture};
 
 const ROLE_ENV: &str = "EXECSENTRY_FANOTIFY_ROLE";
 
@@ -122,7 +122,7 @@ fn collect() {
             match ev.token() {
                 FAN => {
                     if let Some(c) = cap.as_mut() {
-                        c.drain(&mut |_| Verdict::Allow, &mut caps);
+                        c.drain(&mut execsentry::capture::AllowAll, &mut caps);
                     }
                 }
                 MOUNTS => {

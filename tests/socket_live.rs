@@ -72,10 +72,8 @@ fn pump(o: &mut Outputs, poll: &mut mio::Poll, events: &mut mio::Events) {
 }
 
 fn counter(o: &Outputs, name: &str) -> u64 {
-    o.counters()
-        .into_iter()
-        .find(|(k, _)| *k == name)
-        .map_or(0, |(_, v)| v)
+    let c = execsentry::counters::Counter::from_name(name).expect("a registered counter");
+    o.counters().get(c)
 }
 
 #[test]

@@ -124,10 +124,8 @@ impl Loop {
 }
 
 fn counter(o: &Outputs, name: &str) -> u64 {
-    o.counters()
-        .into_iter()
-        .find(|(k, _)| *k == name)
-        .map_or(0, |(_, v)| v)
+    let c = execsentry::counters::Counter::from_name(name).expect("a registered counter");
+    o.counters().get(c)
 }
 
 const HOSTILE: &[&str] = &[

@@ -5,6 +5,8 @@
 //! connector's exec event of the same task. `/proc/<pid>/cmdline` read after
 //! the fact is the join's fallback, not a source.
 
+pub mod kprobe;
+
 use std::io;
 use std::time::Instant;
 

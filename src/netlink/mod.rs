@@ -14,6 +14,7 @@
 //! answers. [`ProcConnector::open`] therefore waits briefly for its own ack
 //! and turns silence into a diagnosis.
 
+pub mod reader;
 pub mod wire;
 
 use std::io;

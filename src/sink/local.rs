@@ -5,6 +5,8 @@
 //! may be a pipe whose reader stalls: when it is a pipe or socket it is made
 //! non-blocking and fed from a bounded queue drained on writable readiness.
 
+use crate::counters::{Counter, Counters};
+
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -70,10 +72,10 @@ impl FileSink {
         }
     }
 
-    pub fn counters(&self, out: &mut Vec<(&'static str, u64)>) {
-        out.push(("file.sent", self.written));
-        out.push(("file.errors", self.errors));
-        out.push(("file.reopens", self.reopens));
+    pub fn counters(&self, out: &mut Counters) {
+        out.set(Counter::FileSent, self.written);
+        out.set(Counter::FileErrors, self.errors);
+        out.set(Counter::FileReopens, self.reopens);
     }
 }
 
@@ -197,10 +199,16 @@ impl StdoutSink {
         self.broken
     }
 
-    pub fn counters(&self, out: &mut Vec<(&'static str, u64)>) {
-        self.queue
-            .counters(["stdout.sent", "stdout.dropped", "stdout.queued"], out);
-        out.push(("stdout.errors", self.errors));
+    pub fn counters(&self, out: &mut Counters) {
+        self.queue.counters(
+            [
+                Counter::StdoutSent,
+                Counter::StdoutDropped,
+                Counter::StdoutQueued,
+            ],
+            out,
+        );
+        out.set(Counter::StdoutErrors, self.errors);
     }
 }
 

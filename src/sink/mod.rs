@@ -8,9 +8,13 @@
 //! Nothing here blocks except [`Outputs::flush`] (bounded by its deadline),
 //! and every message that cannot be delivered is counted.
 
+use crate::counters::Counters;
+use crate::stages::{self, Stage};
+
 pub mod format;
 mod local;
 mod queue;
+mod reconfigure;
 pub mod socket;
 mod syslog;
 pub mod tail;
@@ -63,6 +67,8 @@ pub struct Outputs {
     stdout: Option<StdoutSink>,
     last_report: Option<Instant>,
     reported_drops: u64,
+    /// Counters of sinks replaced by a reload (see `reconfigure`).
+    retired: Counters,
 }
 
 impl Outputs {
@@ -88,6 +94,7 @@ impl Outputs {
             stdout,
             last_report: None,
             reported_drops: 0,
+            retired: Counters::default(),
         })
     }
 
@@ -148,6 +155,7 @@ impl Outputs {
         if let Some(s) = &mut self.syslog {
             s.push(ev);
         }
+        stages::lap(Stage::Format);
         if let Some(s) = &mut self.socket {
             s.send(line.as_bytes());
         }
@@ -157,6 +165,7 @@ impl Outputs {
         if let Some(s) = &mut self.stdout {
             s.write(line.as_bytes());
         }
+        stages::lap(Stage::Output);
     }
 
     /// Reconnects, retries writes, and logs a line when a drop counter
@@ -170,15 +179,15 @@ impl Outputs {
         if let Some(s) = &mut self.stdout {
             s.drain();
         }
-        let drops = self.total_drops();
+        let drops = self.counters().losses();
         if drops != self.reported_drops {
             let due = self.last_report.is_none_or(|t| now >= t + REPORT_EVERY);
             if due {
-                let moved: Vec<String> = self
-                    .counters()
-                    .into_iter()
-                    .filter(|(k, v)| *v > 0 && is_drop_counter(k))
-                    .map(|(k, v)| format!("{k}={v}"))
+                let counters = self.counters();
+                let moved: Vec<String> = counters
+                    .iter()
+                    .filter(|(c, v)| *v > 0 && c.is_loss())
+                    .map(|(c, v)| format!("{}={v}", c.name()))
                     .collect();
                 log::warn!("outputs lost messages: {}", moved.join(" "));
                 self.reported_drops = drops;
@@ -214,20 +223,22 @@ impl Outputs {
     }
 
     /// Counters for `status` and the self-log line, as `sink.name` pairs.
-    pub fn counters(&self) -> Vec<(&'static str, u64)> {
-        let mut out = Vec::new();
+    pub fn counters(&self) -> Counters {
+        let mut live = Counters::default();
         if let Some(s) = &self.syslog {
-            s.counters(&mut out);
+            s.counters(&mut live);
         }
         if let Some(s) = &self.socket {
-            s.counters(&mut out);
+            s.counters(&mut live);
         }
         if let Some(f) = &self.file {
-            f.counters(&mut out);
+            f.counters(&mut live);
         }
         if let Some(s) = &self.stdout {
-            s.counters(&mut out);
+            s.counters(&mut live);
         }
+        let mut out = self.retired.clone();
+        out.merge(&live);
         out
     }
 
@@ -236,21 +247,6 @@ impl Outputs {
     pub fn stdout_broken(&self) -> bool {
         self.stdout.as_ref().is_some_and(StdoutSink::broken)
     }
-
-    fn total_drops(&self) -> u64 {
-        self.counters()
-            .iter()
-            .filter(|(k, _)| is_drop_counter(k))
-            .map(|(_, v)| v)
-            .sum()
-    }
-}
-
-fn is_drop_counter(name: &str) -> bool {
-    name.ends_with(".dropped")
-        || name.ends_with(".errors")
-        || name.ends_with(".slow_readers")
-        || name.ends_with(".refused_readers")
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {

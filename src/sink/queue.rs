@@ -2,6 +2,8 @@
 //! full, the newest message is refused and counted: what was queued first
 //! keeps its place, so a collector that comes back sees the outage in order.
 
+use crate::counters::{Counter, Counters};
+
 use std::collections::VecDeque;
 
 #[derive(Debug)]
@@ -59,12 +61,11 @@ impl Queue {
         self.items.is_empty()
     }
 
-    /// `names`: the sink's `sent`, `dropped` and `queued` counter names
-    /// (static: the loop reads the drop counters on every turn).
-    pub fn counters(&self, names: [&'static str; 3], out: &mut Vec<(&'static str, u64)>) {
-        out.push((names[0], self.sent));
-        out.push((names[1], self.dropped));
-        out.push((names[2], self.items.len() as u64));
+    /// `names`: the sink's `sent`, `dropped` and `queued` counters.
+    pub fn counters(&self, names: [Counter; 3], out: &mut Counters) {
+        out.set(names[0], self.sent);
+        out.set(names[1], self.dropped);
+        out.set(names[2], self.items.len() as u64);
     }
 }
 

@@ -7,6 +7,8 @@
 //! and group, replaces a stale socket (never another kind of file, never a
 //! socket a live sensor still answers on), and is removed on drop.
 
+use crate::counters::{Counter, Counters};
+
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -189,13 +191,13 @@ impl AlertSocket {
         }
     }
 
-    pub fn counters(&self, out: &mut Vec<(&'static str, u64)>) {
-        out.push(("socket.sent", self.sent));
-        out.push(("socket.readers", self.readers.len() as u64));
-        out.push(("socket.readers_connected", self.accepted));
-        out.push(("socket.readers_disconnected", self.closed));
-        out.push(("socket.slow_readers", self.slow));
-        out.push(("socket.refused_readers", self.refused));
+    pub fn counters(&self, out: &mut Counters) {
+        out.set(Counter::SocketSent, self.sent);
+        out.set(Counter::SocketReaders, self.readers.len() as u64);
+        out.set(Counter::SocketReadersConnected, self.accepted);
+        out.set(Counter::SocketReadersDisconnected, self.closed);
+        out.set(Counter::SocketSlowReaders, self.slow);
+        out.set(Counter::SocketRefusedReaders, self.refused);
     }
 
     fn remove(&mut self, id: usize) {

@@ -9,6 +9,8 @@
 //! stream we read it: a collector that closed its side is noticed before we
 //! hand more messages to a dead socket.
 
+use crate::counters::{Counter, Counters};
+
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -196,20 +198,24 @@ impl SyslogSink {
         self.queue.is_empty() && !inflight
     }
 
-    pub fn counters(&self, out: &mut Vec<(&'static str, u64)>) {
+    pub fn counters(&self, out: &mut Counters) {
         let inflight = match &self.conn {
             Conn::Stream(s) => u64::from(s.inflight.is_some()),
             _ => 0,
         };
-        self.queue
-            .counters(["syslog.sent", "syslog.dropped", "syslog.queued"], out);
-        if let Some(q) = out.last_mut() {
-            q.1 += inflight;
-        }
-        out.push(("syslog.too_big.dropped", self.too_big));
-        out.push(("syslog.connects", self.connects));
+        self.queue.counters(
+            [
+                Counter::SyslogSent,
+                Counter::SyslogDropped,
+                Counter::SyslogQueued,
+            ],
+            out,
+        );
+        out.add(Counter::SyslogQueued, inflight);
+        out.set(Counter::SyslogTooBigDropped, self.too_big);
+        out.set(Counter::SyslogConnects, self.connects);
         let up = !matches!(self.conn, Conn::Down { .. });
-        out.push(("syslog.connected", u64::from(up)));
+        out.set(Counter::SyslogConnected, u64::from(up));
     }
 
     fn connect(&mut self, registry: Option<&Registry>, now: Instant) {

@@ -21,12 +21,14 @@ DOCKERD_LOG="${EXECSENTRY_DOCKERD_LOG:-/tmp/execsentry-dockerd.log}"
 #   libcap2-bin (capsh)             dropping CAP_NET_ADMIN for the self-check test
 #   procps (pgrep, ps), tar         cleanup checks, building the rootfs tarball
 #   gcc, libc6-dev, python3         the bench's storm driver and its reader
+#   qemu-system-x86 cpio file       the kernel matrix (tests/vm): TCG boots of
+#                                   Debian kernels from an initramfs
 PACKAGES=(docker.io runc busybox-static rsyslog rsyslog-gnutls gnutls-bin
-	openssl forkstat util-linux libcap2-bin procps tar gcc libc6-dev python3 golang-go)
+	openssl forkstat util-linux libcap2-bin procps tar gcc libc6-dev python3 golang-go
+	qemu-system-x86 cpio file)
 # The installed-package VM test (tests/vm/systemd, `make package-test`):
-#   qemu-system-x86 cpio file       boot Debian's kernel with a root as initramfs
 #   debootstrap                     the bookworm root with systemd and rsyslog
-PACKAGES+=(qemu-system-x86 debootstrap cpio file)
+PACKAGES+=(debootstrap)
 
 install_packages() {
 	local missing=() p

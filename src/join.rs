@@ -1,16 +1,19 @@
-//! Exec captures from fanotify waiting for their proc-connector exec event.
+//! The exec join: pairs each proc-connector exec with the argv capture of
+//! the same exec, from whichever capture source supplied it.
 //!
-//! PURE. A capture is taken at permission time, before the exec completes,
-//! so it always precedes the proc connector's exec event of the same task.
+//! PURE. A capture is taken at exec time, before the proc connector's exec
+//! event of the same task is read (a source is drained before each join).
 //! A process can exec again before its first event is handled, hence a
-//! small queue per pid. A capture whose exec failed after the open has no
-//! partner: it expires and is counted. Bounded in count and in bytes (argv
-//! can be large, and failing execs are cheap to make): when full, the new
-//! capture is dropped and counted (its exec falls back to the `/proc` path).
+//! small queue per tgid, in exec order. A capture whose exec failed after
+//! the source saw it has no partner: it expires and is counted. Bounded in
+//! count and in bytes (argv can be large, and failing execs are cheap to
+//! make): when full, the new capture is dropped and counted, and its exec
+//! falls back to `/proc/<pid>/cmdline`.
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::fanotify::ExecCapture;
+use crate::capture::Capture;
+use crate::counters::{Counter, Counters};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CaptureStats {
@@ -25,12 +28,12 @@ pub struct CaptureStats {
 /// Bytes of argv and paths held at most.
 pub const MAX_PENDING_BYTES: usize = 64 << 20;
 
-fn weight(c: &ExecCapture) -> usize {
+fn weight(c: &Capture) -> usize {
     c.argv.len() + c.executable.len() + c.filename.len() + 64
 }
 
-pub struct PendingCaptures {
-    by_pid: HashMap<u32, VecDeque<(u64, ExecCapture)>>,
+pub struct ExecJoin {
+    by_pid: HashMap<u32, VecDeque<(u64, Capture)>>,
     len: usize,
     bytes: usize,
     capacity: usize,
@@ -38,9 +41,9 @@ pub struct PendingCaptures {
     pub stats: CaptureStats,
 }
 
-impl PendingCaptures {
+impl ExecJoin {
     pub fn new(capacity: usize, max_age_ms: u64) -> Self {
-        PendingCaptures {
+        ExecJoin {
             by_pid: HashMap::new(),
             len: 0,
             bytes: 0,
@@ -48,6 +51,14 @@ impl PendingCaptures {
             max_age_ms,
             stats: CaptureStats::default(),
         }
+    }
+
+    pub fn counters(&self, out: &mut Counters) {
+        let s = &self.stats;
+        out.add(Counter::CapturesMatched, s.matched);
+        out.add(Counter::CapturesMismatched, s.mismatched);
+        out.add(Counter::CapturesExpired, s.expired);
+        out.add(Counter::CapturesDropped, s.dropped_full);
     }
 
     pub fn len(&self) -> usize {
@@ -58,7 +69,7 @@ impl PendingCaptures {
         self.len == 0
     }
 
-    pub fn push(&mut self, capture: ExecCapture, now_ms: u64) {
+    pub fn push(&mut self, capture: Capture, now_ms: u64) {
         let w = weight(&capture);
         if self.len >= self.capacity || self.bytes + w > MAX_PENDING_BYTES {
             self.stats.dropped_full += 1;
@@ -73,7 +84,7 @@ impl PendingCaptures {
     }
 
     /// The oldest capture of `pid`, for its proc-connector exec event.
-    pub fn take(&mut self, pid: u32) -> Option<ExecCapture> {
+    pub fn take(&mut self, pid: u32) -> Option<Capture> {
         let q = self.by_pid.get_mut(&pid)?;
         let (_, c) = q.pop_front()?;
         if q.is_empty() {
@@ -92,7 +103,7 @@ impl PendingCaptures {
     /// counted, so a failed `execve("/tmp/junk", …)` can never lend its argv
     /// to the next exec. Without a comm (the process is gone), the oldest
     /// capture is taken.
-    pub fn take_for(&mut self, pid: u32, comm: Option<&[u8]>) -> Option<ExecCapture> {
+    pub fn take_for(&mut self, pid: u32, comm: Option<&[u8]>) -> Option<Capture> {
         let Some(comm) = comm else {
             return self.take(pid);
         };
@@ -131,9 +142,14 @@ impl PendingCaptures {
     }
 }
 
-/// Whether `comm` is what the kernel sets after the exec of `c`.
-fn comm_fits(c: &ExecCapture, comm: &[u8]) -> bool {
+/// Whether `comm` is what the kernel sets after the exec of `c`: the
+/// source's own reading when it fired after the exec, else derived from the
+/// path given to execve.
+fn comm_fits(c: &Capture, comm: &[u8]) -> bool {
     const COMM_MAX: usize = 15;
+    if let Some(seen) = &c.comm {
+        return seen.as_slice() == comm;
+    }
     if c.filename.is_empty() {
         // fexecve / execveat(fd, "", AT_EMPTY_PATH): the kernel names the
         // file "/dev/fd/N", so comm is the descriptor number.
@@ -150,26 +166,21 @@ fn comm_fits(c: &ExecCapture, comm: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fanotify::Verdict;
 
-    fn cap(pid: u32, arg: &str) -> ExecCapture {
-        ExecCapture {
+    fn cap(pid: u32, arg: &str) -> Capture {
+        Capture {
             pid,
             argv: arg.as_bytes().to_vec(),
-            truncated: false,
-            executable: vec![],
             filename: format!("/usr/bin/{arg}").into_bytes(),
-            interpreter: None,
-            file: None,
             syscall: 59,
             args_read: true,
-            verdict: Verdict::Allow,
+            ..Default::default()
         }
     }
 
     #[test]
     fn takes_in_exec_order_per_pid() {
-        let mut p = PendingCaptures::new(8, 1000);
+        let mut p = ExecJoin::new(8, 1000);
         p.push(cap(1, "first"), 0);
         p.push(cap(2, "other"), 0);
         p.push(cap(1, "second"), 1);
@@ -182,7 +193,7 @@ mod tests {
 
     #[test]
     fn a_failed_exec_never_lends_its_argv_to_the_next() {
-        let mut p = PendingCaptures::new(8, 1000);
+        let mut p = ExecJoin::new(8, 1000);
         p.push(cap(7, "junk"), 0); // execve("/usr/bin/junk") failed after the open
         p.push(cap(7, "kubectl"), 1);
         let c = p.take_for(7, Some(b"kubectl")).unwrap();
@@ -208,8 +219,20 @@ mod tests {
     }
 
     #[test]
+    fn a_comm_seen_by_the_source_decides() {
+        let mut c = cap(1, "x");
+        c.filename.clear();
+        c.comm = Some(b"kubectl".to_vec());
+        assert!(comm_fits(&c, b"kubectl"));
+        assert!(
+            !comm_fits(&c, b"3"),
+            "not the fd-exec rule when comm is known"
+        );
+    }
+
+    #[test]
     fn unmatched_captures_expire_and_are_counted() {
-        let mut p = PendingCaptures::new(8, 100);
+        let mut p = ExecJoin::new(8, 100);
         p.push(cap(1, "failed exec"), 0);
         p.push(cap(2, "young"), 150);
         p.expire(200);
@@ -221,7 +244,7 @@ mod tests {
 
     #[test]
     fn byte_budget_bounds_big_argv() {
-        let mut p = PendingCaptures::new(1000, 100);
+        let mut p = ExecJoin::new(1000, 100);
         let mut big = cap(1, "x");
         big.argv = vec![b'a'; MAX_PENDING_BYTES / 2];
         p.push(big.clone(), 0);
@@ -235,7 +258,7 @@ mod tests {
 
     #[test]
     fn full_store_drops_and_counts() {
-        let mut p = PendingCaptures::new(1, 100);
+        let mut p = ExecJoin::new(1, 100);
         p.push(cap(1, "a"), 0);
         p.push(cap(2, "b"), 0);
         assert_eq!(p.stats.dropped_full, 1);
