@@ -184,7 +184,9 @@ for m in $modes; do
 		dump_unit_journal
 	else
 		# Not usable under the installed unit: say why, do not count it.
-		info "$m: cannot run under the installed unit: $(journalctl -u "$UNIT" -o cat --no-pager -n 30 | grep -m1 -i 'error' | cut -c1-300)"
+		info "$m: cannot run under the installed unit ($(systemctl is-active "$UNIT"), mode $(capture_mode)):"
+		journalctl -u "$UNIT" -o cat --no-pager -n 40 | grep -iE "$m|error" | grep -v 'stats:' | tail -n 4 |
+			cut -c1-300 | sed "s/^/info: $STEP: /"
 	fi
 done
 rm -rf /etc/systemd/system/$UNIT.d
