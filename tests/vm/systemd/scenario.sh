@@ -281,10 +281,24 @@ if wait_for 20 reloaded; then ok "systemctl reload: $(since reload -u "$UNIT" | 
 	fail "no 'reloaded' line after systemctl reload"
 	dump_unit_journal
 fi
+# fire MARKER: runs the marker program until its alert is in the journal,
+# at most 3 times (10 s each); prints the attempts. Under TCG the sensor
+# occasionally misses one exec (counted in its stats); what is tested here
+# is the rule set, so a miss is retried and reported, not failed.
+fire() {
+	local i
+	for i in 1 2 3; do
+		/usr/local/bin/vmtest-reload "$1" >/dev/null 2>&1
+		if wait_for 10 has_journal_entry "$1"; then
+			echo "$i"
+			return 0
+		fi
+	done
+	return 1
+}
 M5="vmtest-rule-$RANDOM$RANDOM"
-/usr/local/bin/vmtest-reload "$M5" >/dev/null 2>&1
-if wait_for 20 has_journal_entry "$M5"; then
-	ok "the new rule fires: $(journal_entry "$M5" | sed -n 's/^MESSAGE=//p' | cut -c1-200)"
+if tries=$(fire "$M5"); then
+	ok "the new rule fires (exec $tries of 3): $(journal_entry "$M5" | sed -n 's/^MESSAGE=//p' | cut -c1-200)"
 else
 	fail "the new local rule did not fire"
 fi
@@ -300,8 +314,7 @@ else
 fi
 check "still active" [ "$(systemctl is-active "$UNIT")" = active ]
 M5b="vmtest-rule-kept-$RANDOM$RANDOM"
-/usr/local/bin/vmtest-reload "$M5b" >/dev/null 2>&1
-if wait_for 20 has_journal_entry "$M5b"; then ok "the old set is kept: the local rule still fires"; else
+if tries=$(fire "$M5b"); then ok "the old set is kept: the local rule still fires (exec $tries of 3)"; else
 	fail "after the broken reload the local rule no longer fires"
 fi
 rm -f /etc/execsentry/rules.d/broken.toml
