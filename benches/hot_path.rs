@@ -153,6 +153,7 @@ fn main() {
         app_name: "execsentry".into(),
         procid: 1,
         max_bytes: 8192,
+        hostname: true,
     };
     let cef = Formatter {
         format: Format::Cef,

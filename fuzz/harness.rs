@@ -271,6 +271,7 @@ pub fn syslog_format(data: &[u8]) {
                 app_name: "execsentry".into(),
                 procid: 4242,
                 max_bytes: 2048,
+                hostname: true,
             };
             let msg = String::from_utf8(f.format(&ev)).expect("syslog message is UTF-8");
             assert!(msg.len() <= 2048, "max_bytes exceeded: {}", msg.len());

@@ -4,7 +4,11 @@
 #   make deb           target/packages/execsentry_<version>-1_amd64.deb
 #   make rpm           target/packages/execsentry-<version>-1.x86_64.rpm
 #   make image         docker image execsentry:<version> (FROM scratch)
-#   make package-test  tests/packaging.sh: builds, installs, purges (root)
+#   make package-test  tests/packaging.sh: builds, installs, purges (root);
+#                      then the .deb installed in a booted Debian (below)
+#   make vm-systemd    the .deb installed and exercised in Debian bookworm
+#                      booted under qemu TCG with systemd, journald and
+#                      rsyslog (tests/vm/systemd/run.sh, root)
 #
 # Uses CARGO, SUDO from the Makefile that includes this file.
 
@@ -28,7 +32,7 @@ IMAGE ?= execsentry:$(VERSION)
 # Pinned so a package build is repeatable.
 CARGO_DEB_VERSION := 3.8.0
 
-.PHONY: static docs deb rpm image package-test deb-tools rpm-tools
+.PHONY: static docs deb rpm image package-test vm-systemd deb-tools rpm-tools
 
 # An explicit --target keeps these artifacts in target/$(STATIC_TARGET)/,
 # apart from the dynamic target/release the other targets share, so the two
@@ -99,5 +103,12 @@ image: static
 	docker build --quiet -t $(IMAGE) -t execsentry:latest $(IMAGE_CONTEXT)
 	@echo "image: $(IMAGE)"
 
+DEB := $(PKG_DIR)/execsentry_$(VERSION)-1_amd64.deb
+
+# packaging.sh has just built the .deb the VM installs.
 package-test:
 	$(SUDO) bash tests/packaging.sh
+	$(SUDO) bash tests/vm/systemd/run.sh --deb $(DEB)
+
+vm-systemd: deb
+	$(SUDO) bash tests/vm/systemd/run.sh --deb $(DEB)

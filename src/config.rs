@@ -206,7 +206,7 @@ impl Default for SyslogConfig {
             transport: Transport::Unix,
             path: PathBuf::from("/dev/log"),
             address: "127.0.0.1:514".into(),
-            format: Format::Rfc5424,
+            format: Format::Rfc3164,
             facility: "authpriv".into(),
             app_name: "execsentry".into(),
             queue: 10000,

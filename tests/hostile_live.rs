@@ -237,6 +237,7 @@ fn hostile_argv_name_and_path_stay_exact_in_json_and_inert_in_syslog() {
                     app_name: "execsentry".into(),
                     procid: 4242,
                     max_bytes,
+                    hostname: true,
                 };
                 let msg = String::from_utf8(f.format(&alert)).expect("UTF-8 syslog message");
                 harness::assert_no_raw_controls(&msg);

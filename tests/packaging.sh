@@ -88,7 +88,7 @@ ldd_out=$(ldd /usr/bin/execsentry 2>&1 || true)
 grep -q "^execsentry $VERSION" "$TMP/version" || fail "--version does not print $VERSION"
 ok "static, --version works"
 
-step "execsentry config check (the unit's ExecStartPre)"
+step "execsentry config check (what run checks before it starts)"
 execsentry config check >"$TMP/config"
 grep -q '/usr/share/execsentry/rules' "$TMP/config" || fail "effective config lacks the shipped rules path"
 execsentry rules check | tee "$TMP/rules"

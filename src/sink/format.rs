@@ -144,6 +144,10 @@ pub struct Formatter {
     pub app_name: String,
     pub procid: u32,
     pub max_bytes: usize,
+    /// RFC 3164 HOSTNAME. Off for `/dev/log`: syslog(3)'s local form has
+    /// none, and journald and rsyslog's imuxsock would otherwise take the
+    /// host name for the tag (journald then stores no identifier at all).
+    pub hostname: bool,
 }
 
 impl Formatter {
@@ -221,11 +225,16 @@ impl Formatter {
 
     fn rfc3164(&self, ev: &Event) -> String {
         let ts = Timestamp::parse(&ev.timestamp).unwrap_or_else(Timestamp::now);
+        let host = if self.hostname {
+            header_token(&ev.host.hostname, 255) + " "
+        } else {
+            String::new()
+        };
         format!(
-            "<{}>{} {} {}[{}]: {}",
+            "<{}>{} {}{}[{}]: {}",
             self.pri(ev),
             ts.rfc3164(),
-            header_token(&ev.host.hostname, 255),
+            host,
             self.app_name,
             self.procid,
             self.msg(ev)

@@ -54,6 +54,7 @@ fn fmt(format: Format, payload: Payload) -> Formatter {
         app_name: "execsentry".into(),
         procid: 7,
         max_bytes: 8192,
+        hostname: true,
     }
 }
 
@@ -169,6 +170,22 @@ fn rfc3164_shape() {
             String::from_utf8(fmt(Format::Rfc3164, Payload::Message).format(&alert(h))).unwrap();
         no_line_breaks(&m);
     }
+}
+
+/// What `/dev/log` gets: syslog(3)'s local form, which journald parses
+/// into SYSLOG_IDENTIFIER=execsentry and SYSLOG_PID (it would take a
+/// HOSTNAME for the tag and store the line with no identifier).
+#[test]
+fn rfc3164_local_shape_has_no_hostname() {
+    let f = Formatter {
+        hostname: false,
+        ..fmt(Format::Rfc3164, Payload::Message)
+    };
+    let m = String::from_utf8(f.format(&alert("x"))).unwrap();
+    assert_eq!(
+        m,
+        "<83>May  1 12:34:56 execsentry[7]: shell in container: x"
+    );
 }
 
 /// Splits on delimiters not preceded by an escaping backslash.

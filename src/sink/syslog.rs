@@ -124,6 +124,7 @@ impl SyslogSink {
                 app_name: cfg.app_name.clone(),
                 procid: std::process::id(),
                 max_bytes: cfg.max_message_bytes,
+                hostname: cfg.transport != Transport::Unix,
             },
             queue: Queue::new(cfg.queue, SYSLOG_QUEUE_BYTES),
             conn: Conn::Down {

@@ -29,6 +29,18 @@ pub fn tail(socket: &Path, json: bool, mut out: impl Write, color: bool) -> io::
                 follow(stream, json, &mut out, color)?;
                 eprintln!("execsentry tail: sensor went away; reconnecting");
             }
+            // Not something that goes away by waiting (unlike a sensor
+            // that is not up yet): refuse at once.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{}: {e}: only root and members of the socket's group \
+                         (`execsentry` in the packages) may read alerts",
+                        socket.display()
+                    ),
+                ));
+            }
             Err(e) => {
                 if !said_waiting {
                     eprintln!(

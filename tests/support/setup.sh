@@ -29,6 +29,9 @@ DOCKERD_LOG="${EXECSENTRY_DOCKERD_LOG:-/tmp/execsentry-dockerd.log}"
 PACKAGES=(docker.io runc busybox-static rsyslog rsyslog-gnutls gnutls-bin
 	openssl forkstat bsdutils util-linux libcap2-bin procps tar gcc libc6-dev python3 golang-go
 	qemu-system-x86 cpio file)
+# The installed-package VM test (tests/vm/systemd, `make package-test`):
+#   debootstrap                     the bookworm root with systemd and rsyslog
+PACKAGES+=(debootstrap)
 
 install_packages() {
 	local missing=() p
