@@ -161,6 +161,9 @@ impl ProcReader {
             f.exe_file = c.file;
             f.captured = true;
             f.capture_source = c.source.as_str();
+            if let Some(envp) = &c.envp {
+                f.set_env_from_envp(envp, &self.env_vars, self.max_args_bytes);
+            }
         }
         let Ok(mut d) = dir else {
             return f;

@@ -29,7 +29,7 @@ pub struct CaptureStats {
 pub const MAX_PENDING_BYTES: usize = 64 << 20;
 
 fn weight(c: &Capture) -> usize {
-    c.argv.len() + c.executable.len() + c.filename.len() + 64
+    c.argv.len() + c.executable.len() + c.filename.len() + c.envp.as_ref().map_or(0, Vec::len) + 64
 }
 
 pub struct ExecJoin {

@@ -40,6 +40,7 @@ fn opts() -> CaptureOptions {
         max_args_bytes: 64 * 1024,
         max_args: 1024,
         enforce: false,
+        env: false,
     }
 }
 

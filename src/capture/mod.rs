@@ -75,6 +75,9 @@ pub struct Capture {
     /// Whether argv comes from the task's memory. False when the source saw
     /// the exec but could not read it: the join keeps the `/proc` path.
     pub args_read: bool,
+    /// The exec's environment (NUL-separated, as `envp` gave it), only when
+    /// `sensor.capture_env_vars` names variables and the source saw it.
+    pub envp: Option<Vec<u8>>,
     /// `Deny` only from a gating source that refused the exec.
     pub verdict: Verdict,
     pub source: ArgsSource,

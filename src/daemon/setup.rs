@@ -285,6 +285,7 @@ fn open_fanotify(cfg: &Config) -> Result<(Option<Box<dyn CaptureSource>>, String
         max_args_bytes: cfg.sensor.max_args_bytes,
         max_args: MAX_ARGS,
         enforce: cfg.sensor.enforce,
+        env: !cfg.sensor.capture_env_vars.is_empty(),
     };
     let mode = cfg.sensor.capture.as_str();
     let release = kernel_release();

@@ -199,6 +199,20 @@ impl FanotifyCapture {
 
     fn read_args(&mut self, tid: u32, call: &ExecCall, cap: &mut ExecCapture) {
         let mut mem = ProcessMem::new(tid);
+        // Only when `sensor.capture_env_vars` names variables: the
+        // environment is read the same way as argv, within the same budget.
+        if self.opts.env && call.envp != 0 {
+            let env = ExecCall {
+                filename: 0,
+                argv: call.envp,
+                ..*call
+            };
+            if let Ok(e) =
+                remote::read_args(&mut mem, &env, self.opts.max_args, self.opts.max_args_bytes)
+            {
+                cap.envp = Some(e.argv);
+            }
+        }
         match remote::read_args(&mut mem, call, self.opts.max_args, self.opts.max_args_bytes) {
             Ok(a) => {
                 cap.argv = a.argv;

@@ -54,6 +54,8 @@ pub struct CaptureOptions {
     pub max_args: usize,
     /// Only with `enforce` is the decider consulted and `FAN_DENY` possible.
     pub enforce: bool,
+    /// Read the exec's environment too (`sensor.capture_env_vars`).
+    pub env: bool,
 }
 
 /// Counters since open. `answered` counts the loop's own answers;

@@ -76,6 +76,8 @@ pub struct ExecCall {
     pub nr: i64,
     pub filename: u64,
     pub argv: u64,
+    /// The environment's pointer array.
+    pub envp: u64,
     /// `execveat` only: the directory fd and flags (`AT_EMPTY_PATH` for
     /// `fexecve` and runc's memfd).
     pub dirfd: i64,
@@ -92,6 +94,7 @@ pub fn exec_call(state: SyscallState) -> Option<ExecCall> {
             nr,
             filename: args[0],
             argv: args[1],
+            envp: args[2],
             dirfd: i64::from(libc::AT_FDCWD),
             flags: 0,
         })
@@ -102,6 +105,7 @@ pub fn exec_call(state: SyscallState) -> Option<ExecCall> {
             dirfd: i64::from(args[0] as u32 as i32),
             filename: args[1],
             argv: args[2],
+            envp: args[3],
             flags: args[4],
         })
     } else {
@@ -507,6 +511,7 @@ mod tests {
             nr: SYS_EXECVE,
             filename: base,
             argv,
+            envp: 0,
             dirfd: -100,
             flags: 0,
         };
@@ -663,6 +668,7 @@ mod tests {
             nr: SYS_EXECVE,
             filename: 0,
             argv,
+            envp: 0,
             dirfd: -100,
             flags: 0,
         };
