@@ -39,6 +39,9 @@ pub const DEFAULT_STACK_DUMP: u32 = 16 * 1024;
 /// Data pages of each CPU's ring (power of two): 4 MiB with 4 KiB pages,
 /// about 250 execs between two drains.
 pub const DEFAULT_RING_PAGES: usize = 1024;
+/// The rings of all CPUs together (locked kernel memory): 64 MiB, so a
+/// 64-CPU host gets 1 MiB rings.
+pub const RINGS_BYTES_MAX: usize = 64 << 20;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -145,13 +148,14 @@ impl KprobeSource {
 
     fn open_rings(&mut self) -> Result<(), Unavailable> {
         let page = 4096usize;
-        let pages = self.opts.ring_pages.max(1).next_power_of_two();
+        let cpus = online_cpus(&self.opts.root);
+        let pages = ring_pages(self.opts.ring_pages, cpus.len());
         let watermark = u32::try_from(pages * page / 4).unwrap_or(u32::MAX);
         let id = u64::from(self.format.id);
         let dump = self.opts.stack_dump;
         let mut monotonic = true;
         let entry_id = u64::from(self.entry.id);
-        for cpu in online_cpus(&self.opts.root) {
+        for cpu in cpus {
             let fd = match perf::open(id, cpu, watermark, dump, monotonic) {
                 Ok(fd) => fd,
                 Err(e)
@@ -165,8 +169,14 @@ impl KprobeSource {
                 Err(e) if e.raw_os_error() == Some(libc::ENODEV) => continue,
                 Err(e) => return Err(perf_refused(&e)),
             };
-            let ring = Ring::map(&fd, pages)
-                .map_err(|e| unavailable(format!("mmap of a perf ring: {e}")))?;
+            let ring = Ring::map(&fd, pages).map_err(|e| {
+                let hint = if e.raw_os_error() == Some(libc::EPERM) {
+                    " (above perf_event_mlock_kb without CAP_IPC_LOCK)"
+                } else {
+                    ""
+                };
+                unavailable(format!("mmap of a perf ring: {e}{hint}"))
+            })?;
             let head =
                 perf::open(entry_id, cpu, watermark, 0, monotonic).map_err(|e| perf_refused(&e))?;
             perf::set_output(&head, &fd)
@@ -447,6 +457,14 @@ fn own_start_time(root: &Path) -> u64 {
     start_time(root, std::process::id()).unwrap_or(0)
 }
 
+/// All rings together stay within [`RINGS_BYTES_MAX`]: `requested` pages
+/// per CPU, fewer on a large host, a power of two, at least 16 (four
+/// samples of the default dump).
+fn ring_pages(requested: usize, cpus: usize) -> usize {
+    let cap = RINGS_BYTES_MAX / 4096 / cpus.max(1);
+    requested.min(cap).max(16).next_power_of_two()
+}
+
 fn online_cpus(root: &Path) -> Vec<u32> {
     let s = fs::read_to_string(root.join("sys/devices/system/cpu/online")).unwrap_or_default();
     let cpus = parse_cpu_list(&s);
@@ -479,6 +497,15 @@ mod tests {
         assert_eq!(parse_start_time(stat), Some(98765));
         assert_eq!(parse_cpu_list("0-3,5\n"), vec![0, 1, 2, 3, 5]);
         assert_eq!(parse_cpu_list(""), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn rings_are_bounded_in_total() {
+        assert_eq!(ring_pages(DEFAULT_RING_PAGES, 2), 1024);
+        assert_eq!(ring_pages(DEFAULT_RING_PAGES, 64), 256);
+        assert_eq!(ring_pages(DEFAULT_RING_PAGES, 4096), 16);
+        assert_eq!(ring_pages(3, 1), 16);
+        assert_eq!(ring_pages(1000, 1), 1024);
     }
 
     #[test]
