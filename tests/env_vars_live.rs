@@ -42,9 +42,19 @@ fn listed_env_vars_come_from_the_capture_and_others_stay_out() {
             Duration::from_secs(10),
         )
         .unwrap_or_else(|| panic!("the exec was not seen: {}", s.stderr()));
-    let vars = json_path(&ev, "process.env_vars").cloned().unwrap_or_default();
-    assert_eq!(vars, serde_json::json!([format!("ES_WANTED={value}")]), "{ev}");
-    assert_eq!(json_str(&ev, "execsentry.env_vars_source"), Some("capture"), "{ev}");
+    let vars = json_path(&ev, "process.env_vars")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        vars,
+        serde_json::json!([format!("ES_WANTED={value}")]),
+        "{ev}"
+    );
+    assert_eq!(
+        json_str(&ev, "execsentry.env_vars_source"),
+        Some("capture"),
+        "{ev}"
+    );
     assert!(!ev.to_string().contains("do-not-ship"));
     s.stop(Duration::from_secs(5));
 }

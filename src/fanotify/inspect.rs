@@ -42,6 +42,9 @@ pub(super) struct ExecKey {
 }
 
 /// What inspecting an event found.
+// Lives on the stack for the one event being inspected and is moved out
+// at once: boxing the capture would cost an allocation per exec.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Inspected {
     /// The task has not parked yet; try again later.
     Running,
@@ -141,6 +144,7 @@ impl FanotifyCapture {
             args_read: false,
             verdict: Verdict::Allow,
             comm: None,
+            envp: None,
             source: ArgsSource::Fanotify,
         };
         if let Some(call) = call {
