@@ -253,7 +253,11 @@ pub fn run(opts: RunOptions) -> Result<()> {
 fn open_capture(cfg: &Config) -> Result<(Option<Box<dyn CaptureSource>>, String, String)> {
     let mode = cfg.sensor.capture.as_str();
     let kprobe_state = if mode == "kprobe" || (mode == "auto" && !cfg.sensor.enforce) {
-        match KprobeSource::open(KprobeOptions::new(cfg.sensor.max_args_bytes)) {
+        let kopts = KprobeOptions {
+            env: !cfg.sensor.capture_env_vars.is_empty(),
+            ..KprobeOptions::new(cfg.sensor.max_args_bytes)
+        };
+        match KprobeSource::open(kopts) {
             Ok(k) => {
                 log::info!(
                     "kprobe capture: probe {} on {}",

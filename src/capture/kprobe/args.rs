@@ -102,6 +102,30 @@ fn split(sp: u64, dump: &[u8], max_bytes: usize) -> Argv {
     out
 }
 
+/// The environment from the same dump: the `envp` pointers after argv's
+/// NULL, each string checked against its pointer like argv's. `None` when
+/// the dump does not hold all of it within `max_bytes` (the pipeline then
+/// reads `/proc/<pid>/environ`, marked as such).
+pub fn env_from_stack(sp: u64, dump: &[u8], max_bytes: usize) -> Option<Vec<u8>> {
+    let argc = usize::try_from(u64_at(dump, 0)?).ok()?;
+    let mut out = Vec::new();
+    for i in argc.checked_add(2)?.. {
+        let p = u64_at(dump, i.checked_mul(8)?)?;
+        if p == 0 {
+            return Some(out);
+        }
+        let at = usize::try_from(p.checked_sub(sp)?).ok()?;
+        let rest = dump.get(at..)?;
+        let len = rest.iter().position(|&b| b == 0)?;
+        if out.len() + len + 1 > max_bytes {
+            return None;
+        }
+        out.extend_from_slice(&rest[..len]);
+        out.push(0);
+    }
+    None
+}
+
 fn push_clipped(out: &mut Argv, s: &[u8], max_bytes: usize) {
     let room = max_bytes.saturating_sub(out.bytes.len() + 1);
     if room > 0 && !s.is_empty() {
@@ -144,6 +168,24 @@ mod tests {
         d.extend_from_slice(&strings);
         d.extend_from_slice(b"/bin/true\0\0\0\0\0\0\0\0\0");
         d
+    }
+
+    #[test]
+    fn the_environment_comes_from_the_same_dump() {
+        let d = stack(&[b"/bin/true", b"x"], &[b"A=1", b"ES_WANTED=yes"]);
+        assert_eq!(
+            env_from_stack(SP, &d, 4096).as_deref(),
+            Some(&b"A=1\0ES_WANTED=yes\0"[..])
+        );
+        assert_eq!(env_from_stack(SP, &d, 8), None, "over the budget");
+        let cut = d.len() - 20;
+        assert_eq!(
+            env_from_stack(SP, &d[..cut], 4096),
+            None,
+            "the dump stops short"
+        );
+        let none = stack(&[b"/bin/true"], &[]);
+        assert_eq!(env_from_stack(SP, &none, 4096).as_deref(), Some(&b""[..]));
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub const RINGS_BYTES_MAX: usize = 64 << 20;
 #[derive(Debug, Clone)]
 pub struct Options {
     pub max_args_bytes: usize,
+    /// Keep the exec's environment (`sensor.capture_env_vars`).
+    pub env: bool,
     pub ring_pages: usize,
     pub stack_dump: u32,
     /// `/` on a host; tests point it at a fake tree.
@@ -56,6 +58,7 @@ impl Options {
     pub fn new(max_args_bytes: usize) -> Options {
         Options {
             max_args_bytes,
+            env: false,
             ring_pages: DEFAULT_RING_PAGES,
             stack_dump: DEFAULT_STACK_DUMP,
             root: PathBuf::from("/"),
@@ -271,6 +274,9 @@ impl KprobeSource {
                         cap.argv = a.bytes;
                         cap.truncated = a.truncated;
                         cap.args_read = true;
+                        if self.opts.env {
+                            cap.envp = args::env_from_stack(sp, stack, self.opts.max_args_bytes);
+                        }
                     }
                     // No user registers or stack (a kernel thread's exec).
                     _ => cap.truncated = true,
