@@ -116,6 +116,7 @@ registry! {
     FanotifyMarkErrors = "fanotify.mark_errors", Throughput, Fanotify;
     FanotifyQueueOverflows = "fanotify.queue_overflows", Loss, Fanotify;
     FanotifyLoaderMarks = "fanotify.loader_marks", Gauge, Fanotify;
+    FanotifyMemfdMarked = "fanotify.memfd_marked", Gauge, Fanotify;
     FanotifyExtraOpens = "fanotify.extra_opens", Throughput, Fanotify;
     FanotifyMalformed = "fanotify.malformed", Loss, Fanotify;
     // kprobe capture (start_thread return probe, perf rings with the user

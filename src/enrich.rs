@@ -1,9 +1,9 @@
 //! Turning a kernel exec notification into an ECS [`Event`]: the one place
 //! that mixes `/proc` reads, the process table and container detection.
 //!
-//! [`ProcReader::read`] does the I/O (as soon as possible after the event,
-//! since short-lived processes vanish); [`build_event`] is pure, so the
-//! shaping of events is tested from fixtures.
+//! [`ProcReader::read`] (in `proc_reader`) does the I/O, as soon as possible
+//! after the event since short-lived processes vanish; [`build_event`] is
+//! pure, so the shaping of events is tested from fixtures.
 
 use std::collections::HashMap;
 use std::io;
@@ -16,10 +16,11 @@ use crate::event::{
     IdExt, Namespaces, Orchestrator, OrchestratorResource, Parent, Process, SensorFacts, Thread,
     Tty, User,
 };
-use crate::fanotify::ExecCapture;
 use crate::process_table::{Entry, Image, MAX_IMAGE_ARGS_BYTES, ProcKey, ProcessTable};
-use crate::procfs::{self, PidDir, ProcFs, Stat, Status};
+use crate::procfs::{self, ProcFs, Stat, Status};
 use crate::session::{self, SelfFacts};
+
+pub use crate::proc_reader::ProcReader;
 
 /// Facts about the host, read once at start.
 #[derive(Debug, Clone, Default)]
@@ -85,134 +86,6 @@ impl ProcFacts {
 impl ProcFacts {
     pub fn start_ticks(&self) -> u64 {
         self.stat.as_ref().map_or(0, |s| s.start_ticks)
-    }
-}
-
-/// Reads `/proc/<pid>` for enrichment, bounded by `max_args_bytes`.
-pub struct ProcReader {
-    pub procfs: ProcFs,
-    pub max_args_bytes: usize,
-    /// `sensor.capture_env_vars`: empty turns `process.env_vars` off.
-    pub env_vars: Vec<String>,
-}
-
-impl ProcReader {
-    pub fn new(procfs: ProcFs, max_args_bytes: usize) -> Self {
-        ProcReader {
-            procfs,
-            max_args_bytes,
-            env_vars: Vec::new(),
-        }
-    }
-
-    /// Reads what an exec event needs. `full` also reads the costlier facts
-    /// (cwd, login ids) that only the exec'ing process needs. A capture
-    /// replaces the cmdline and exe reads. A vanished process is not an
-    /// error: the facts stay partial.
-    pub fn read(&self, pid: u32, full: bool, capture: Option<ExecCapture>) -> ProcFacts {
-        self.read_limited(pid, full, capture, self.max_args_bytes)
-    }
-
-    /// [`Self::read`] through `dir`, whose `stat` the caller already read
-    /// (to match a fanotify capture by comm): neither is done twice.
-    pub fn read_with_stat(
-        &self,
-        pid: u32,
-        dir: PidDir,
-        stat: Stat,
-        capture: Option<ExecCapture>,
-    ) -> ProcFacts {
-        self.read_inner(pid, true, capture, self.max_args_bytes, Some((dir, stat)))
-    }
-
-    /// [`Self::read`] keeping at most `max_args` bytes of cmdline (a `/proc`
-    /// scan only needs what the table keeps for children).
-    pub fn read_limited(
-        &self,
-        pid: u32,
-        full: bool,
-        capture: Option<ExecCapture>,
-        max_args: usize,
-    ) -> ProcFacts {
-        self.read_inner(pid, full, capture, max_args, None)
-    }
-
-    fn read_inner(
-        &self,
-        pid: u32,
-        full: bool,
-        capture: Option<ExecCapture>,
-        max_args: usize,
-        opened: Option<(PidDir, Stat)>,
-    ) -> ProcFacts {
-        let mut f = ProcFacts {
-            pid,
-            ..Default::default()
-        };
-        let (dir, stat) = match opened {
-            Some((d, st)) => (Ok(d), Some(st)),
-            None => (self.procfs.dir(pid), None),
-        };
-        if let Some(c) = capture {
-            f.cmdline = c.argv;
-            f.cmdline_truncated = c.truncated;
-            f.exe = (!c.executable.is_empty()).then_some(c.executable);
-            f.interpreter = c.interpreter;
-            f.exe_file = c.file;
-            f.captured = true;
-            f.capture_source = c.source.as_str();
-            if let Some(envp) = &c.envp {
-                f.set_env_from_envp(envp, &self.env_vars, self.max_args_bytes);
-            }
-        }
-        let Ok(mut d) = dir else {
-            return f;
-        };
-        // cmdline first: it is what a short-lived process loses first.
-        if !f.captured {
-            match d.cmdline(&mut f.cmdline, max_args) {
-                Ok(t) => f.cmdline_truncated = t,
-                Err(_) => f.cmdline.clear(),
-            }
-        } else if f.cmdline_truncated {
-            // Cut by its source: completed from /proc while the process
-            // lives (still flagged truncated), when /proc agrees on the
-            // captured prefix.
-            let mut full = Vec::new();
-            let prefix = &f.cmdline[..f.cmdline.len().saturating_sub(1)];
-            if d.cmdline(&mut full, max_args).is_ok()
-                && full.len() > f.cmdline.len()
-                && full.starts_with(prefix)
-            {
-                f.cmdline = full;
-            }
-        }
-        f.stat = stat.or_else(|| d.stat(pid).ok());
-        if f.stat.is_none() {
-            return f;
-        }
-        // The cgroup decides the container: read it before the rest.
-        if d.cgroup(&mut f.cgroup).is_err() {
-            f.cgroup.clear();
-        }
-        if f.exe.is_none() {
-            f.exe = d.exe().ok();
-        }
-        f.status = d.status(pid).ok();
-        f.ns = d.namespaces().ok();
-        if full {
-            f.cwd = d.cwd().ok();
-            f.loginuid = d.loginuid().ok().flatten();
-            f.sessionid = d.sessionid().ok().flatten();
-            if !self.env_vars.is_empty()
-                && f.env_vars_source.is_none()
-                && let Ok(envp) = crate::envvars::read_environ(self.procfs.root(), pid)
-            {
-                f.set_env_from_envp(&envp, &self.env_vars, self.max_args_bytes);
-                f.env_vars_source = Some(crate::envvars::FROM_PROC);
-            }
-        }
-        f
     }
 }
 

@@ -30,6 +30,7 @@ pub mod netlink;
 pub mod pacing;
 pub mod pipeline;
 pub mod privilege;
+pub mod proc_reader;
 pub mod process_table;
 pub mod procfs;
 pub mod rule_paths;

@@ -59,7 +59,15 @@ fn the_loaders_exec_event_is_ignored_and_direct_loader_execs_are_flagged() {
     }
     std::thread::sleep(Duration::from_millis(300));
     let before = status(&control);
-    assert!(counter(&before, "fanotify.loader_marks") >= 1, "{before}");
+    // Where the kernel refuses a mark on the memfd filesystem, a memfd
+    // exec (runc) is seen only through its loader's open: loaders then keep
+    // their events, and every exec waits twice.
+    let ignoring = counter(&before, "fanotify.memfd_marked") == 1;
+    if ignoring {
+        assert!(counter(&before, "fanotify.loader_marks") >= 1, "{before}");
+    } else {
+        assert_eq!(counter(&before, "fanotify.loader_marks"), 0, "{before}");
+    }
     let extra = counter(&before, "fanotify.extra_opens");
 
     let marker = unique_name("dyn");
@@ -108,15 +116,24 @@ fn the_loaders_exec_event_is_ignored_and_direct_loader_execs_are_flagged() {
             WAIT,
         )
         .expect("the direct loader exec is still reported");
-    assert_eq!(json_str(&by_loader, "execsentry.args_source"), Some("proc"));
+    let want_source = if ignoring { "proc" } else { "fanotify" };
+    assert_eq!(
+        json_str(&by_loader, "execsentry.args_source"),
+        Some(want_source)
+    );
 
     let after = status(&control);
-    // Twenty dynamically linked execs, none of whose loader opens reached
-    // us; the script's interpreter was one extra open of its own.
-    assert!(
-        counter(&after, "fanotify.extra_opens") - extra <= 2,
-        "{before}\n{after}"
-    );
-    assert!(counter(&after, "loader_execs") >= 1, "{after}");
+    let extra = counter(&after, "fanotify.extra_opens") - extra;
+    if ignoring {
+        // Twenty dynamically linked execs, none of whose loader opens
+        // reached us; the script's interpreter was one extra open of its own.
+        assert!(extra <= 2, "{before}\n{after}");
+        assert!(counter(&after, "loader_execs") >= 1, "{after}");
+    } else {
+        assert!(
+            extra >= 20,
+            "every loader open still seen: {before}\n{after}"
+        );
+    }
     s.stop(Duration::from_secs(5));
 }

@@ -80,6 +80,7 @@ impl FanotifyCapture {
             marked_containers: HashSet::new(),
             recent: HashMap::new(),
             loaders: HashSet::new(),
+            memfd_marked: false,
             buf: vec![0u64; SLOTS * METADATA_LEN / 8],
             batch: Vec::with_capacity(SLOTS),
             deferred: Vec::with_capacity(DEFER_MAX),
@@ -237,6 +238,7 @@ impl FanotifyCapture {
             log::debug!("fanotify_mark(memfd): {}", io::Error::last_os_error());
         } else {
             self.stats.marks += 1;
+            self.memfd_marked = true;
         }
     }
 

@@ -63,10 +63,11 @@ impl FanotifyCapture {
     /// ignore mark on the loader's inode spares that wait. Not under
     /// enforcement: a direct `ld.so /denied/prog` must still be refused.
     /// Only files named like a loader: any other `PT_INTERP` keeps its
-    /// events. A direct exec of an ignored loader is then seen by the proc
+    /// events. Not either where the memfd filesystem is unmarked: a
+    /// `fexecve` of a memfd (runc) is then seen only through its loader. A direct exec of an ignored loader is then seen by the proc
     /// connector alone, and flagged there.
     fn ignore_loader(&mut self, fd: RawFd) {
-        if self.opts.enforce || self.loaders.len() >= LOADER_MARKS_MAX {
+        if self.opts.enforce || !self.memfd_marked || self.loaders.len() >= LOADER_MARKS_MAX {
             return;
         }
         let Some(key) = file_stat(fd).map(|k| (k.dev, k.ino)) else {

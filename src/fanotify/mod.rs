@@ -135,6 +135,10 @@ pub struct FanotifyCapture {
     recent: HashMap<u32, inspect::ExecKey>,
     /// Loader inodes (dev, ino) with an ignore mark.
     loaders: HashSet<(u64, u64)>,
+    /// Whether the memfd filesystem could be marked: where it cannot
+    /// (kernels refuse marks on internal mounts), a memfd exec is seen only
+    /// through its loader's open, so loaders keep their events.
+    memfd_marked: bool,
     buf: Vec<u64>,
     batch: Vec<events::InFlight>,
     deferred: Vec<events::Deferred>,
@@ -287,6 +291,7 @@ impl CaptureSource for FanotifyCapture {
             (Counter::FanotifyMarks, f.marks),
             (Counter::FanotifyMarkErrors, f.mark_errors),
             (Counter::FanotifyLoaderMarks, self.loaders.len() as u64),
+            (Counter::FanotifyMemfdMarked, u64::from(self.memfd_marked)),
             (Counter::FanotifyExtraOpens, f.extra_opens),
             (Counter::FanotifyQueueOverflows, f.queue_overflows),
             (Counter::FanotifyMalformed, f.malformed),
