@@ -116,6 +116,10 @@ struct Shared {
     fault: u32,
     /// The child may read events itself (it has fd numbers to spare).
     can_take_over: AtomicBool,
+    /// Set by the child once it has isolated its fds and dropped every
+    /// capability: `start` returns only after that (or a bounded wait), so
+    /// no mark exists while a fully privileged copy of the sensor runs.
+    settled: AtomicBool,
     slots: [Slot; SLOTS],
     stop: AtomicBool,
     /// 1 while the child is parked: a futex word.
@@ -250,6 +254,7 @@ impl Watchdog {
                 epoch: Instant::now(),
                 fault,
                 can_take_over: AtomicBool::new(false),
+                settled: AtomicBool::new(false),
                 slots: std::array::from_fn(|_| Slot {
                     state: AtomicU64::new(FREE),
                     fd: AtomicI32::new(-1),
@@ -283,6 +288,11 @@ impl Watchdog {
         // child's signal); the pidfd or read end is the child's.
         // SAFETY: our descriptor, closed once.
         unsafe { libc::close(death.child_end) };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        // SAFETY: the mapping is ours until `drop`.
+        while !unsafe { &*shared }.settled.load(Ordering::Acquire) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         install_panic_hook();
         ACTIVE.store(shared, Ordering::SeqCst);
         Ok(Watchdog {

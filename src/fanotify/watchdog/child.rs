@@ -114,6 +114,7 @@ pub(super) fn child_main(s: &Shared, fd_limit: u64) -> ! {
     let room = process::isolate_fds(s.group_fd, s.death_fd, fd_limit);
     s.can_take_over.store(room, Ordering::Relaxed);
     process::drop_capabilities();
+    s.settled.store(true, Ordering::Release);
     run(s);
     // SAFETY: _exit skips atexit handlers and stdio, which belong to the
     // parent's state.
