@@ -8,24 +8,11 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Sensor, json_str, rules_dir, unique_name};
+use common::{Sensor, json_str, rules_dir, status_json, unique_name};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(10);
 const LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
-
-fn status(control: &std::path::Path) -> Value {
-    let out = Command::new(Sensor::binary())
-        .args(["status", "--json", "--socket", control.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 fn counter(st: &Value, name: &str) -> u64 {
     st["counters"][name]
@@ -58,7 +45,7 @@ fn the_loaders_exec_event_is_ignored_and_direct_loader_execs_are_flagged() {
         let _ = Command::new("/bin/true").status();
     }
     std::thread::sleep(Duration::from_millis(300));
-    let before = status(&control);
+    let before = status_json(&control);
     // Where the kernel refuses a mark on the memfd filesystem, a memfd
     // exec (runc) is seen only through its loader's open: loaders then keep
     // their events, and every exec waits twice.
@@ -122,7 +109,7 @@ fn the_loaders_exec_event_is_ignored_and_direct_loader_execs_are_flagged() {
         Some(want_source)
     );
 
-    let after = status(&control);
+    let after = status_json(&control);
     let extra = counter(&after, "fanotify.extra_opens") - extra;
     if ignoring {
         // Twenty dynamically linked execs, none of whose loader opens

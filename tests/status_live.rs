@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Sensor, json_str, rules_dir};
+use common::{Sensor, json_str, rules_dir, status_json};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -27,19 +27,6 @@ fn sensor(control: &std::path::Path, capture: &str) -> Sensor {
     ]);
     s.wait_ready(WAIT);
     s
-}
-
-fn status_json(control: &std::path::Path) -> Value {
-    let out = Command::new(Sensor::binary())
-        .args(["status", "--json", "--socket", control.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status --json is JSON")
 }
 
 /// Bits of a `Cap*:` line of /proc/<pid>/status.

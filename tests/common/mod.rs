@@ -389,3 +389,18 @@ impl AnyContainer {
         }
     }
 }
+
+/// `execsentry status --json` from the sensor whose control socket is
+/// `control`; panics with the client's stderr when it fails.
+pub fn status_json(control: &Path) -> Value {
+    let out = Command::new(Sensor::binary())
+        .args(["status", "--json", "--socket", control.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+}
