@@ -3,7 +3,8 @@
 //! says why. What can change without reopening kernel sources is applied:
 //! rules, outputs, container metadata, identity (and its `tools.toml`), the
 //! stats interval, the user table. What cannot (capture mode, enforcement,
-//! the argv and table bounds) is logged as needing a restart and keeps its
+//! the argv and table bounds, the environment variables captured) is
+//! logged as needing a restart and keeps its
 //! running value. Nothing slow runs on the loop: a changed syslog sink,
 //! whose collector's name may need resolving, is built on a helper thread
 //! and put in place by [`Reload::poll`].
@@ -179,6 +180,8 @@ pub fn keep_restart_only(running: &SensorConfig, new: &mut SensorConfig) -> Vec<
     keep!(enforce, "enforce");
     keep!(max_args_bytes, "max_args_bytes");
     keep!(table_size, "table_size");
+    // The capture sources decide at start whether to read envp.
+    keep!(capture_env_vars, "capture_env_vars");
     kept
 }
 
