@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Sensor, json_str, rules_dir, status_json, unique_name};
+use common::{Sensor, json_str, status_json, unique_name};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -27,19 +27,7 @@ fn the_loaders_exec_event_is_ignored_and_direct_loader_execs_are_flagged() {
     }
     let dir = tempfile::tempdir().unwrap();
     let control = dir.path().join("control.sock");
-    let rules = rules_dir();
-    let mut s = Sensor::spawn(&[
-        "run",
-        "--output",
-        "stdout",
-        "--events",
-        "--capture",
-        "fanotify",
-        "--control",
-        control.to_str().unwrap(),
-        "--rules",
-        rules.to_str().unwrap(),
-    ]);
+    let mut s = Sensor::spawn_cmd(Sensor::run_command("fanotify", &control).arg("--events"));
     s.wait_ready(WAIT);
     for _ in 0..3 {
         let _ = Command::new("/bin/true").status();

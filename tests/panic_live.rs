@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -20,18 +19,8 @@ const BOUND: Duration = Duration::from_millis(500);
 fn inject(fault: &str, expect_in_stderr: &str) {
     let dir = tempfile::tempdir().unwrap();
     let control = dir.path().join("control.sock");
-    let mut cmd = Command::new(Sensor::binary());
-    cmd.env("EXECSENTRY_TEST_PANIC", fault).args([
-        "run",
-        "--output",
-        "stdout",
-        "--capture",
-        "fanotify",
-        "--rules",
-        common::rules_dir().to_str().unwrap(),
-        "--control",
-        control.to_str().unwrap(),
-    ]);
+    let mut cmd = Sensor::run_command("fanotify", &control);
+    cmd.env("EXECSENTRY_TEST_PANIC", fault);
     let mut s = Sensor::spawn_cmd(&mut cmd);
     s.wait_ready(Duration::from_secs(10));
     let pid = s.pid();

@@ -7,24 +7,13 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Sensor, json_str, rules_dir, status_json};
+use common::{Sensor, json_str, status_json};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(10);
 
 fn sensor(control: &std::path::Path, capture: &str) -> Sensor {
-    let rules = rules_dir();
-    let mut s = Sensor::spawn(&[
-        "run",
-        "--output",
-        "stdout",
-        "--capture",
-        capture,
-        "--control",
-        control.to_str().unwrap(),
-        "--rules",
-        rules.to_str().unwrap(),
-    ]);
+    let mut s = Sensor::spawn_cmd(&mut Sensor::run_command(capture, control));
     s.wait_ready(WAIT);
     s
 }

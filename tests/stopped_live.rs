@@ -18,17 +18,7 @@ const STORM: usize = 300;
 
 fn sensor(dir: &std::path::Path) -> Sensor {
     let control = dir.join("control.sock");
-    let mut s = Sensor::spawn(&[
-        "run",
-        "--output",
-        "stdout",
-        "--capture",
-        "fanotify",
-        "--rules",
-        common::rules_dir().to_str().unwrap(),
-        "--control",
-        control.to_str().unwrap(),
-    ]);
+    let mut s = Sensor::spawn_cmd(&mut Sensor::run_command("fanotify", &control));
     s.wait_ready(Duration::from_secs(10));
     s
 }

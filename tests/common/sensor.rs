@@ -32,6 +32,17 @@ impl Sensor {
         SENSOR_BIN.expect("the execsentry binary target does not exist yet (no src/main.rs)")
     }
 
+    /// `execsentry run` with the shipped rules, JSON on stdout, `capture`
+    /// and its control socket at `control`; callers add flags or env.
+    pub fn run_command(capture: &str, control: &std::path::Path) -> Command {
+        let mut cmd = Command::new(Self::binary());
+        cmd.args(["run", "--output", "stdout", "--capture", capture, "--rules"])
+            .arg(super::rules_dir())
+            .arg("--control")
+            .arg(control);
+        cmd
+    }
+
     /// Spawns `execsentry <args>` with stdout/stderr captured.
     pub fn spawn(args: &[&str]) -> Sensor {
         Self::spawn_cmd(Command::new(Self::binary()).args(args))
