@@ -18,6 +18,7 @@ use crate::event::Event;
 use crate::join::ExecJoin;
 use crate::metadata::{self, Metadata};
 use crate::netlink::wire::KernelEvent;
+use crate::proc_reader::Prefetched;
 use crate::process_table::{ProcKey, ProcessTable};
 use crate::rules::{Match, RuleSet};
 use crate::stages::{self, Stage};
@@ -45,6 +46,8 @@ pub struct Pipeline {
     source: Option<Box<dyn CaptureSource>>,
     /// Reused buffer for one drain of the source.
     captured: Vec<Capture>,
+    /// The first pass of a batch: (index in the batch, what was read).
+    prefetched: Vec<(usize, Prefetched)>,
     /// Execs the decider refused during the current drain: (pid, the
     /// permission-time event, the rule), so the alert says exactly why.
     denied: Vec<(u32, Event, Match)>,
@@ -83,6 +86,7 @@ impl Pipeline {
             join: ExecJoin::new(CAPTURE_PENDING_MAX, CAPTURE_MAX_AGE_MS),
             source: None,
             captured: Vec::new(),
+            prefetched: Vec::new(),
             denied: Vec::new(),
             matches: Vec::new(),
             sequence: 0,
@@ -260,8 +264,48 @@ impl Pipeline {
         }
     }
 
+    /// A batch of kernel events, in kernel order. In proc mode the first
+    /// pass reads the `cmdline` and `stat` of every process exec'd in it
+    /// before any is enriched: a short-lived process is gone by the time
+    /// the execs before it are. Only a process's last exec in the batch:
+    /// for an earlier one, its `/proc` already shows the later program.
+    pub fn on_batch(&mut self, events: &[KernelEvent], now_ms: u64, out: &mut Vec<Event>) {
+        let mut pre = std::mem::take(&mut self.prefetched);
+        pre.clear();
+        if self.source.is_none() {
+            for (i, ev) in events.iter().enumerate() {
+                if let KernelEvent::Exec { tgid, .. } = *ev
+                    && !events[i + 1..]
+                        .iter()
+                        .any(|e| matches!(*e, KernelEvent::Exec { tgid: t, .. } if t == tgid))
+                    && let Some(p) = self.reader.prefetch(tgid)
+                {
+                    pre.push((i, p));
+                }
+            }
+            stages::lap(Stage::Proc);
+        }
+        let mut next = pre.drain(..).peekable();
+        for (i, ev) in events.iter().enumerate() {
+            let mine = next.next_if(|(j, _)| *j == i).map(|(_, p)| p);
+            self.apply(*ev, mine, now_ms, out);
+        }
+        drop(next);
+        self.prefetched = pre;
+    }
+
     /// Applies one kernel event; an exec's event and alerts go to `out`.
     pub fn on_kernel(&mut self, ev: KernelEvent, now_ms: u64, out: &mut Vec<Event>) {
+        self.apply(ev, None, now_ms, out);
+    }
+
+    fn apply(
+        &mut self,
+        ev: KernelEvent,
+        pre: Option<Prefetched>,
+        now_ms: u64,
+        out: &mut Vec<Event>,
+    ) {
         self.counters.inc(Counter::KernelEvents);
         match ev {
             // A new thread shares its process's image; only new processes
@@ -300,7 +344,7 @@ impl Pipeline {
                 if self.source.is_some() {
                     self.on_source_ready(None, now_ms, out);
                 }
-                self.on_exec(tgid, out);
+                self.on_exec(tgid, pre, out);
             }
             KernelEvent::Ptrace {
                 tgid, tracer_tgid, ..
@@ -314,7 +358,7 @@ impl Pipeline {
 
     /// An exec: the join's capture of it when there is one, else
     /// `/proc/<pid>/cmdline`.
-    fn on_exec(&mut self, pid: u32, out: &mut Vec<Event>) {
+    fn on_exec(&mut self, pid: u32, pre: Option<Prefetched>, out: &mut Vec<Event>) {
         self.counters.inc(Counter::Execs);
         // With captures pending, stat comes first: its comm picks the
         // capture of this very exec. The directory and stat are handed on,
@@ -330,9 +374,10 @@ impl Pipeline {
         let comm = opened.as_ref().map(|(_, s)| s.comm.as_slice());
         let capture = self.join.take_for(pid, comm);
         let uncaptured = capture.is_none() && self.source.is_some();
-        let facts = match opened {
-            Some((dir, st)) => self.reader.read_with_stat(pid, dir, st, capture),
-            None => self.reader.read(pid, true, capture),
+        let facts = match (opened, pre) {
+            (Some((dir, st)), _) => self.reader.read_with_stat(pid, dir, st, capture),
+            (None, Some(p)) if capture.is_none() => self.reader.read_prefetched(pid, p),
+            (None, _) => self.reader.read(pid, true, capture),
         };
         let ppid = facts
             .status
@@ -690,5 +735,149 @@ mod tests {
         exec(&mut p, std::process::id());
         let s = p.identity.stats();
         assert_eq!((s.misses, s.hits, s.unreadable), (1, 1, 0));
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    //! The batched path (a first pass of `cmdline` and `stat` reads, then
+    //! enrichment) against the one-event-at-a-time path it replaced: the
+    //! same kernel messages give the same JSON, apart from timing fields.
+
+    use std::path::Path;
+
+    use super::*;
+    use crate::procfs::ProcFs;
+
+    /// Copies a fixture process directory, symlinks (ns, exe, cwd) kept.
+    fn copy_tree(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let (src, dst) = (entry.path(), to.join(entry.file_name()));
+            let kind = entry.file_type().unwrap();
+            if kind.is_symlink() {
+                std::os::unix::fs::symlink(std::fs::read_link(&src).unwrap(), &dst).unwrap();
+            } else if kind.is_dir() {
+                copy_tree(&src, &dst);
+            } else {
+                std::fs::copy(&src, &dst).unwrap();
+            }
+        }
+    }
+
+    /// One /proc holding every fixture's process (containers of each
+    /// runtime, the host), each under its own pid.
+    fn mixed_proc() -> (tempfile::TempDir, Vec<u32>) {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/proc");
+        let dir = tempfile::tempdir().unwrap();
+        let mut pids = Vec::new();
+        let mut cases: Vec<_> = std::fs::read_dir(&data)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        cases.sort();
+        for (i, case) in cases.iter().enumerate() {
+            for entry in std::fs::read_dir(case).unwrap() {
+                let entry = entry.unwrap();
+                if entry.file_type().unwrap().is_dir() {
+                    let pid = 2000 + i as u32;
+                    copy_tree(&entry.path(), &dir.path().join(pid.to_string()));
+                    pids.push(pid);
+                }
+            }
+        }
+        (dir, pids)
+    }
+
+    fn pipeline(root: &Path) -> Pipeline {
+        let host_root = format!("{}/tests/data/proc/host", env!("CARGO_MANIFEST_DIR"));
+        let host = HostContext {
+            hostname: "fixture".into(),
+            host_ns: ProcFs::new(host_root).namespaces(1234).unwrap(),
+            clock_ticks: 100,
+            ..Default::default()
+        };
+        let rules_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+        Pipeline::new(
+            ProcessTable::new(64, 1000),
+            ProcReader::new(ProcFs::new(root.to_path_buf()), 4096),
+            host,
+            RuleSet::load(&[rules_dir]).unwrap(),
+            Metadata::disabled(),
+            crate::identity::Identifier::disabled(),
+        )
+    }
+
+    /// Fork, exec (twice for some: the earlier exec must not take the
+    /// later one's reads), exit; and an exec of a pid with no directory.
+    fn workload(pids: &[u32]) -> Vec<KernelEvent> {
+        let mut evs = Vec::new();
+        for (i, &pid) in pids.iter().enumerate() {
+            evs.push(KernelEvent::Fork {
+                parent_pid: 1,
+                parent_tgid: 1,
+                child_pid: pid,
+                child_tgid: pid,
+            });
+            evs.push(KernelEvent::Exec { pid, tgid: pid });
+            if i % 3 == 0 {
+                evs.push(KernelEvent::Exec { pid, tgid: pid });
+            }
+        }
+        evs.push(KernelEvent::Exec {
+            pid: 99_999,
+            tgid: 99_999,
+        });
+        for &pid in pids.iter().step_by(2) {
+            evs.push(KernelEvent::Exit {
+                pid,
+                tgid: pid,
+                exit_code: 0,
+                exit_signal: 17,
+                parent_pid: 1,
+                parent_tgid: 1,
+            });
+        }
+        evs
+    }
+
+    fn json_without_timing(events: &[Event]) -> Vec<serde_json::Value> {
+        events
+            .iter()
+            .map(|e| {
+                let mut v = serde_json::to_value(e).unwrap();
+                let o = v.as_object_mut().unwrap();
+                o.remove("@timestamp");
+                if let Some(m) = o.get_mut("event").and_then(|m| m.as_object_mut()) {
+                    // The run's random id and the evaluation time.
+                    m.remove("id");
+                    m.remove("ingested");
+                }
+                v
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batches_give_the_json_of_one_event_at_a_time() {
+        let (dir, pids) = mixed_proc();
+        assert!(pids.len() >= 10, "fixtures: {pids:?}");
+        let evs = workload(&pids);
+        let mut one = pipeline(dir.path());
+        let mut want = Vec::new();
+        for ev in &evs {
+            one.on_kernel(*ev, 0, &mut want);
+        }
+        let want = json_without_timing(&want);
+        assert!(want.len() > pids.len(), "{} events", want.len());
+        for size in [1, 2, 3, 7, crate::netlink::BATCH] {
+            let mut p = pipeline(dir.path());
+            let mut got = Vec::new();
+            for chunk in evs.chunks(size) {
+                p.on_batch(chunk, 0, &mut got);
+            }
+            assert_eq!(json_without_timing(&got), want, "batches of {size}");
+        }
     }
 }

@@ -7,6 +7,16 @@ use crate::enrich::ProcFacts;
 use crate::fanotify::ExecCapture;
 use crate::procfs::{PidDir, ProcFs, Stat};
 
+/// What was read of an exec'd process before its turn came: the directory
+/// (so the rest is read from the same process), and what a short-lived
+/// process loses first.
+pub struct Prefetched {
+    dir: PidDir,
+    stat: Option<Stat>,
+    /// The cmdline and whether it was cut; `None` when the read failed.
+    cmdline: Option<(Vec<u8>, bool)>,
+}
+
 /// Reads `/proc/<pid>` for enrichment, bounded by `max_args_bytes`.
 pub struct ProcReader {
     pub procfs: ProcFs,
@@ -41,7 +51,31 @@ impl ProcReader {
         stat: Stat,
         capture: Option<ExecCapture>,
     ) -> ProcFacts {
-        self.read_inner(pid, true, capture, self.max_args_bytes, Some((dir, stat)))
+        let pre = Prefetched {
+            dir,
+            stat: Some(stat),
+            cmdline: None,
+        };
+        self.read_inner(pid, true, capture, self.max_args_bytes, Some(pre))
+    }
+
+    /// The first pass over a batch of execs (proc mode): `cmdline`, then
+    /// `stat`, of a process that may be gone by the time its exec is
+    /// enriched. `None` when it is gone already.
+    pub fn prefetch(&self, pid: u32) -> Option<Prefetched> {
+        let mut dir = self.procfs.dir(pid).ok()?;
+        let mut cmdline = Vec::new();
+        let cmdline = dir
+            .cmdline(&mut cmdline, self.max_args_bytes)
+            .ok()
+            .map(|t| (cmdline, t));
+        let stat = dir.stat(pid).ok();
+        Some(Prefetched { dir, stat, cmdline })
+    }
+
+    /// [`Self::read`] completing what [`Self::prefetch`] read.
+    pub fn read_prefetched(&self, pid: u32, pre: Prefetched) -> ProcFacts {
+        self.read_inner(pid, true, None, self.max_args_bytes, Some(pre))
     }
 
     /// [`Self::read`] keeping at most `max_args` bytes of cmdline (a `/proc`
@@ -62,15 +96,15 @@ impl ProcReader {
         full: bool,
         capture: Option<ExecCapture>,
         max_args: usize,
-        opened: Option<(PidDir, Stat)>,
+        pre: Option<Prefetched>,
     ) -> ProcFacts {
         let mut f = ProcFacts {
             pid,
             ..Default::default()
         };
-        let (dir, stat) = match opened {
-            Some((d, st)) => (Ok(d), Some(st)),
-            None => (self.procfs.dir(pid), None),
+        let (dir, stat, mut cmdline) = match pre {
+            Some(p) => (Ok(p.dir), p.stat, p.cmdline),
+            None => (self.procfs.dir(pid), None, None),
         };
         if let Some(c) = capture {
             f.cmdline = c.argv;
@@ -89,7 +123,14 @@ impl ProcReader {
         };
         // cmdline first: it is what a short-lived process loses first.
         if !f.captured {
-            match d.cmdline(&mut f.cmdline, max_args) {
+            let read = match cmdline.take() {
+                Some((c, t)) => {
+                    f.cmdline = c;
+                    Ok(t)
+                }
+                None => d.cmdline(&mut f.cmdline, max_args),
+            };
+            match read {
                 Ok(t) => f.cmdline_truncated = t,
                 Err(_) => f.cmdline.clear(),
             }

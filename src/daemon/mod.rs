@@ -25,7 +25,7 @@ use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
 use crate::event::Event;
-use crate::netlink::reader::KernelReader;
+use crate::netlink::reader::{Drained, KernelReader};
 use crate::pacing::{Mode, PACED_POLL, Pacing};
 use crate::pipeline::Pipeline;
 use crate::sink::Outputs;
@@ -59,6 +59,8 @@ struct Loop {
     pipeline: Pipeline,
     /// What the pipeline emitted in one handler, reused.
     emitted: Vec<Event>,
+    /// One batch of kernel events, reused.
+    batch: Vec<crate::netlink::wire::KernelEvent>,
     started: Instant,
     /// The self-check's exec, until its event has passed.
     self_check: setup::SelfCheck,
@@ -138,11 +140,13 @@ impl Loop {
     /// The proc connector: every event to the pipeline, in kernel order.
     fn on_netlink(&mut self) {
         let now_ms = self.now_ms();
-        let pipeline = &mut self.pipeline;
-        let out = &mut self.emitted;
-        let drained = self
-            .kernel
-            .drain(&mut |ev| pipeline.on_kernel(ev, now_ms, out));
+        let mut drained = Drained::default();
+        let mut batch = std::mem::take(&mut self.batch);
+        while self.kernel.read_batch(&mut batch, &mut drained) {
+            self.pipeline.on_batch(&batch, now_ms, &mut self.emitted);
+            self.emit();
+        }
+        self.batch = batch;
         self.pacing.read(drained.datagrams);
         if drained.overrun {
             // The rescan runs from housekeeping, at most every few seconds:

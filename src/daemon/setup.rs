@@ -176,6 +176,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
         outputs,
         pipeline,
         emitted: Vec::new(),
+        batch: Vec::new(),
         started: Instant::now(),
         self_check: SelfCheck::default(),
         resync_due: false,

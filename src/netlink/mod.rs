@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_CONNECTOR};
-use nix::sys::socket::{NetlinkAddr, recvfrom, setsockopt, sockopt};
+use nix::sys::socket::{
+    MsgFlags, MultiHeaders, NetlinkAddr, recvfrom, recvmmsg, setsockopt, sockopt,
+};
 use thiserror::Error;
 
 use wire::{CN_IDX_PROC, McastOp};
@@ -72,6 +74,50 @@ impl ConnectorError {
             Some(libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT) => Self::Unsupported { op, source },
             _ => Self::Io { op, source },
         }
+    }
+}
+
+/// Datagrams one [`ProcConnector::recv_batch`] takes at most: one system
+/// call instead of one per fork, exec and exit message.
+pub const BATCH: usize = 32;
+/// Bytes kept per datagram. A proc-connector message is 76 bytes; a longer
+/// one is cut, then fails to decode and is counted.
+const SLOT: usize = 512;
+
+/// Buffers for [`ProcConnector::recv_batch`], allocated once.
+pub struct RecvBatch {
+    headers: MultiHeaders<NetlinkAddr>,
+    buf: Box<[[u8; SLOT]; BATCH]>,
+    lens: [usize; BATCH],
+    n: usize,
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        RecvBatch {
+            headers: MultiHeaders::preallocate(BATCH, None),
+            buf: Box::new([[0; SLOT]; BATCH]),
+            lens: [0; BATCH],
+            n: 0,
+        }
+    }
+}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch").field("n", &self.n).finish()
+    }
+}
+
+impl RecvBatch {
+    /// The kernel's datagrams of the last receive, in order.
+    pub fn datagrams(&self) -> impl Iterator<Item = &[u8]> {
+        self.buf
+            .iter()
+            .zip(&self.lens)
+            .take(self.n)
+            .filter(|(_, n)| **n > 0)
+            .map(|(b, &n)| &b[..n])
     }
 }
 
@@ -182,6 +228,49 @@ impl ProcConnector {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Up to [`BATCH`] datagrams in one `recvmmsg`; errors as
+    /// [`Self::recv`]. Datagrams not sent by the kernel are discarded.
+    /// Returns how many arrived; read on until `WouldBlock`.
+    pub fn recv_batch(&mut self, batch: &mut RecvBatch) -> io::Result<usize> {
+        let RecvBatch {
+            headers,
+            buf,
+            lens,
+            n,
+        } = batch;
+        *n = 0;
+        let mut slots = buf.iter_mut();
+        let mut iovs: [[io::IoSliceMut<'_>; 1]; BATCH] = std::array::from_fn(|_| {
+            [io::IoSliceMut::new(
+                slots.next().map_or(&mut [][..], |b| &mut b[..]),
+            )]
+        });
+        let msgs = match recvmmsg(
+            self.sock.as_raw_fd(),
+            headers,
+            iovs.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        ) {
+            Ok(msgs) => msgs,
+            // The caller reads on until `WouldBlock`.
+            Err(nix::errno::Errno::EINTR) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        for (len, m) in lens.iter_mut().zip(msgs) {
+            *n += 1;
+            // A kernel datagram has port id 0; anything else is a process
+            // trying to inject events.
+            *len = if m.address.is_some_and(|a| a.pid() != 0) {
+                log::debug!("dropped {}-byte netlink datagram from a process", m.bytes);
+                0
+            } else {
+                m.bytes.min(SLOT)
+            };
+        }
+        Ok(*n)
     }
 
     fn send_op(&mut self, op: McastOp) -> io::Result<()> {

@@ -5,7 +5,7 @@
 use std::io;
 
 use super::wire::{self, KernelEvent};
-use super::{ProcConnector, is_overrun};
+use super::{ProcConnector, RecvBatch, is_overrun};
 use crate::counters::{Counter, Counters};
 use crate::seqgap::SeqGaps;
 
@@ -19,7 +19,7 @@ pub struct Drained {
 
 pub struct KernelReader {
     pub conn: ProcConnector,
-    buf: Vec<u8>,
+    batch: RecvBatch,
     seq_gaps: SeqGaps,
     counters: Counters,
 }
@@ -36,21 +36,21 @@ impl KernelReader {
         }
         KernelReader {
             conn,
-            buf: vec![0u8; 64 * 1024],
+            batch: RecvBatch::default(),
             seq_gaps: SeqGaps::default(),
             counters,
         }
     }
 
-    /// Reads until the socket would block (the kernel queue is the only
-    /// buffer between us and an overrun), handing each event to `f`.
-    pub fn drain(&mut self, f: &mut dyn FnMut(KernelEvent)) -> Drained {
-        let mut d = Drained::default();
+    /// Reads one batch of datagrams (one `recvmmsg`) into `events`, in
+    /// kernel order. False once the socket would block: read on until then,
+    /// the kernel queue is the only buffer between us and an overrun.
+    pub fn read_batch(&mut self, events: &mut Vec<KernelEvent>, d: &mut Drained) -> bool {
+        events.clear();
         loop {
-            let n = match self.conn.recv(&mut self.buf) {
-                Ok(0) => return d,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return d,
+            match self.conn.recv_batch(&mut self.batch) {
+                Ok(n) => d.datagrams += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if is_overrun(&e) => {
                     self.counters.inc(Counter::Overruns);
                     d.overrun = true;
@@ -58,25 +58,29 @@ impl KernelReader {
                 }
                 Err(e) => {
                     log::warn!("netlink receive failed: {e}");
-                    return d;
+                    return false;
                 }
-            };
-            d.datagrams += 1;
-            crate::stages::lap(crate::stages::Stage::KernelRead);
-            for item in wire::decode_records(&self.buf[..n]) {
-                match item {
-                    Ok(rec) => {
-                        if rec.ack == 0 {
-                            let lost = self.seq_gaps.observe(rec.cpu, rec.seq);
-                            self.counters.add(Counter::LostEvents, lost);
+            }
+            for dgram in self.batch.datagrams() {
+                for item in wire::decode_records(dgram) {
+                    match item {
+                        Ok(rec) => {
+                            if rec.ack == 0 {
+                                let lost = self.seq_gaps.observe(rec.cpu, rec.seq);
+                                self.counters.add(Counter::LostEvents, lost);
+                            }
+                            events.push(rec.event);
                         }
-                        f(rec.event);
-                    }
-                    Err(e) => {
-                        self.counters.inc(Counter::DecodeErrors);
-                        log::debug!("undecodable netlink datagram: {e}");
+                        Err(e) => {
+                            self.counters.inc(Counter::DecodeErrors);
+                            log::debug!("undecodable netlink datagram: {e}");
+                        }
                     }
                 }
+            }
+            crate::stages::lap(crate::stages::Stage::KernelRead);
+            if !events.is_empty() {
+                return true;
             }
         }
     }

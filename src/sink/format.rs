@@ -9,6 +9,7 @@
 //! `escaped_control` text, and no byte of a process name or argv can end a
 //! line, close a field or start a new one.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use crate::bytes::escaped_control;
@@ -66,8 +67,26 @@ pub fn severity_word(ev: &Event) -> &'static str {
 /// the bidi/line-separator characters are also written as `\uXXXX` (still the
 /// same JSON string) so a terminal or a line reader never sees them raw.
 pub fn json_line(ev: &Event) -> String {
-    let raw = serde_json::to_string(ev).unwrap_or_else(|e| error_json(&e));
-    line_safe_json(&raw)
+    let mut buf = Vec::with_capacity(2048);
+    json_line_into(ev, &mut buf);
+    // serde_json writes UTF-8 and the escaping keeps it so.
+    String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// [`json_line`] into a reused buffer (cleared first), without allocating
+/// when no character needs the extra escaping.
+pub fn json_line_into(ev: &Event, buf: &mut Vec<u8>) {
+    buf.clear();
+    if let Err(e) = serde_json::to_writer(&mut *buf, ev) {
+        buf.clear();
+        buf.extend_from_slice(error_json(&e).as_bytes());
+    }
+    if let Some(first) = first_lead_byte(buf) {
+        let tail = String::from_utf8_lossy(&buf[first..]);
+        let escaped = line_safe_json(&tail).into_owned();
+        buf.truncate(first);
+        buf.extend_from_slice(escaped.as_bytes());
+    }
 }
 
 /// The line written instead of an event that cannot be serialised: still
@@ -77,12 +96,24 @@ pub(crate) fn error_json(e: &dyn std::fmt::Display) -> String {
     serde_json::json!({ "error": format!("cannot serialize event: {e}") }).to_string()
 }
 
+/// Where the first byte that can start an escaped character is: DEL,
+/// and the lead bytes of U+0080..U+009F (0xC2), U+2000..U+2FFF (0xE2) and
+/// U+F000..U+FFFF (0xEF). Most lines have none and are left as they are.
+fn first_lead_byte(b: &[u8]) -> Option<usize> {
+    b.iter()
+        .position(|&c| matches!(c, 0x7f | 0xc2 | 0xe2 | 0xef))
+}
+
 /// Serialised JSON with DEL, C1 and the invisible format characters written
 /// as `\uXXXX`. Valid only for text serde_json produced: those characters
 /// can then only stand inside strings, where the escape means the same.
-pub fn line_safe_json(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len() + 1);
-    for c in raw.chars() {
+pub fn line_safe_json(raw: &str) -> Cow<'_, str> {
+    let Some(first) = first_lead_byte(raw.as_bytes()) else {
+        return Cow::Borrowed(raw);
+    };
+    let mut out = String::with_capacity(raw.len() + 16);
+    out.push_str(&raw[..first]);
+    for c in raw[first..].chars() {
         let u = c as u32;
         if u == 0x7f || (0x80..=0x9f).contains(&u) || escaped_control_needed(c) {
             let _ = write!(out, "\\u{u:04x}");
@@ -90,7 +121,7 @@ pub fn line_safe_json(raw: &str) -> String {
             out.push(c);
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// The invisible format characters that `bytes::escape_control` escapes.

@@ -307,7 +307,7 @@ fn error_fallback_is_one_valid_json_line_whatever_the_message() {
         "new\nline\r\tand \u{0}\u{1b}[31m",
         "\u{2028}\u{7f}\u{85} \u{fffd}",
     ] {
-        let line = line_safe_json(&error_json(&msg));
+        let line = line_safe_json(&error_json(&msg)).into_owned();
         assert!(!line.contains('\n') && !line.contains('\r'), "{line}");
         let v: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
@@ -317,5 +317,68 @@ fn error_fallback_is_one_valid_json_line_whatever_the_message() {
             "{line}"
         );
         assert_eq!(v.as_object().unwrap().len(), 1);
+    }
+}
+
+/// The escaping as it was before the fast path: every character looked at.
+fn line_safe_reference(raw: &str) -> String {
+    let mut out = String::new();
+    for c in raw.chars() {
+        let u = c as u32;
+        if u == 0x7f || (0x80..=0x9f).contains(&u) || escaped_control_needed(c) {
+            let _ = write!(out, "\\u{u:04x}");
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_fast_path_escapes_exactly_as_every_character_did() {
+    // Characters around each lead byte the fast path looks for, and every
+    // escaped range's edges.
+    let probes = [
+        '\u{7e}',
+        '\u{7f}',
+        '\u{80}',
+        '\u{9f}',
+        '\u{a0}',
+        '\u{ff}',
+        '\u{2000}',
+        '\u{200a}',
+        '\u{200b}',
+        '\u{200f}',
+        '\u{2010}',
+        '\u{2027}',
+        '\u{2028}',
+        '\u{202e}',
+        '\u{202f}',
+        '\u{2065}',
+        '\u{2066}',
+        '\u{2069}',
+        '\u{206a}',
+        '\u{efff}',
+        '\u{f000}',
+        '\u{fefe}',
+        '\u{feff}',
+        '\u{ff00}',
+        '\u{fffd}',
+        '\u{1f600}',
+        'a',
+    ];
+    for a in probes {
+        for b in probes {
+            let text = format!("x{a}y{b}");
+            let mut ev = alert(&text);
+            ev.process.args = vec![text.clone(), format!("{b}{a}")];
+            let raw = serde_json::to_string(&ev).unwrap();
+            assert_eq!(line_safe_json(&raw), line_safe_reference(&raw), "{text:?}");
+            assert_eq!(json_line(&ev), line_safe_reference(&raw), "{text:?}");
+        }
+    }
+    for h in HOSTILE {
+        let raw = serde_json::to_string(&alert(h)).unwrap();
+        assert_eq!(json_line(&alert(h)), line_safe_reference(&raw), "{h:?}");
     }
 }

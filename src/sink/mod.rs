@@ -69,6 +69,8 @@ pub struct Outputs {
     reported_drops: u64,
     /// Counters of sinks replaced by a reload (see `reconfigure`).
     retired: Counters,
+    /// The JSON line being written, reused.
+    line: Vec<u8>,
 }
 
 impl Outputs {
@@ -95,6 +97,7 @@ impl Outputs {
             last_report: None,
             reported_drops: 0,
             retired: Counters::default(),
+            line: Vec::new(),
         })
     }
 
@@ -146,25 +149,27 @@ impl Outputs {
             return;
         }
         let needs_json = self.socket.is_some() || self.file.is_some() || self.stdout.is_some();
-        let mut line = if needs_json {
-            format::json_line(ev)
+        let mut line = std::mem::take(&mut self.line);
+        if needs_json {
+            format::json_line_into(ev, &mut line);
         } else {
-            String::new()
-        };
-        line.push('\n');
+            line.clear();
+        }
+        line.push(b'\n');
         if let Some(s) = &mut self.syslog {
             s.push(ev);
         }
         stages::lap(Stage::Format);
         if let Some(s) = &mut self.socket {
-            s.send(line.as_bytes());
+            s.send(&line);
         }
         if let Some(f) = &mut self.file {
-            f.write(line.as_bytes());
+            f.write(&line);
         }
         if let Some(s) = &mut self.stdout {
-            s.write(line.as_bytes());
+            s.write(&line);
         }
+        self.line = line;
         stages::lap(Stage::Output);
     }
 
