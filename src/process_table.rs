@@ -84,11 +84,17 @@ pub struct ProcessTable {
 /// Parents' argv is kept for `process.parent.args`; cap what one entry may
 /// hold so a table full of huge command lines stays small.
 pub const MAX_IMAGE_ARGS_BYTES: usize = 4096;
+/// Exited processes kept at most, whatever their grace period: a parent
+/// that exited more than this many exits ago is rarely named again, and
+/// each entry holds an image of a few hundred bytes.
+pub const MAX_EXITED: usize = 4096;
 
 impl ProcessTable {
     pub fn new(capacity: usize, grace_ms: u64) -> Self {
         ProcessTable {
-            by_pid: HashMap::with_capacity(capacity.min(1 << 16)),
+            // Grown as needed: a table sized for `capacity` up front is
+            // megabytes of memory a quiet host never touches.
+            by_pid: HashMap::new(),
             exited: HashMap::new(),
             exit_order: VecDeque::new(),
             insert_order: VecDeque::new(),
@@ -166,6 +172,21 @@ impl ProcessTable {
             e.exited_at_ms = Some(now_ms);
             self.exit_order.push_back((now_ms, e.key));
             self.exited.insert(e.key, e);
+            self.bound_exited();
+        }
+    }
+
+    /// Under an exec storm the grace period alone would keep every process
+    /// of the last seconds (thousands per second, each with its image):
+    /// the oldest exited entries go first, counted as evictions.
+    fn bound_exited(&mut self) {
+        while self.exited.len() > MAX_EXITED {
+            let Some((_, key)) = self.exit_order.pop_front() else {
+                break;
+            };
+            if self.exited.remove(&key).is_some() {
+                self.evictions += 1;
+            }
         }
     }
 
@@ -203,6 +224,7 @@ impl ProcessTable {
             if old.key != key {
                 self.exit_order.push_back((0, old.key));
                 self.exited.insert(old.key, old);
+                self.bound_exited();
             }
         }
         self.insert_order.push_back((key.pid, self.next_seq));
@@ -292,6 +314,20 @@ mod tests {
         assert_eq!(t.expire(500), 0);
         assert_eq!(t.expire(1100), 1);
         assert!(t.get(key(10, 5)).is_none());
+    }
+
+    #[test]
+    fn a_storm_of_exits_keeps_at_most_max_exited() {
+        let mut t = ProcessTable::new(1 << 20, 60_000);
+        let n = MAX_EXITED as u32 + 100;
+        for pid in 1..=n {
+            t.upsert(key(pid, 1), None, img("true"));
+            t.exit(pid, 0);
+        }
+        assert_eq!(t.exited.len(), MAX_EXITED);
+        assert_eq!(t.stats().evictions, 100);
+        assert!(t.get(key(1, 1)).is_none(), "the oldest went first");
+        assert!(t.get(key(n, 1)).is_some());
     }
 
     #[test]

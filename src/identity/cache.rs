@@ -75,8 +75,8 @@ pub struct Cache {
 impl Cache {
     pub fn new(cap: usize) -> Self {
         Cache {
-            map: HashMap::with_capacity(cap.min(4096)),
-            order: VecDeque::with_capacity(cap.min(4096)),
+            map: HashMap::new(),
+            order: VecDeque::new(),
             cap: cap.max(1),
             stats: CacheStats::default(),
         }
