@@ -5,7 +5,7 @@
 use std::io;
 
 use super::wire::{self, KernelEvent};
-use super::{ProcConnector, RecvBatch, is_overrun};
+use super::{BATCH, ProcConnector, RecvBatch, is_overrun};
 use crate::counters::{Counter, Counters};
 use crate::seqgap::SeqGaps;
 
@@ -20,6 +20,8 @@ pub struct Drained {
 pub struct KernelReader {
     pub conn: ProcConnector,
     batch: RecvBatch,
+    /// The last batch was short: the socket is known to be empty.
+    emptied: bool,
     seq_gaps: SeqGaps,
     counters: Counters,
 }
@@ -37,6 +39,7 @@ impl KernelReader {
         KernelReader {
             conn,
             batch: RecvBatch::default(),
+            emptied: false,
             seq_gaps: SeqGaps::default(),
             counters,
         }
@@ -47,11 +50,21 @@ impl KernelReader {
     /// the kernel queue is the only buffer between us and an overrun.
     pub fn read_batch(&mut self, events: &mut Vec<KernelEvent>, d: &mut Drained) -> bool {
         events.clear();
+        if std::mem::take(&mut self.emptied) {
+            return false;
+        }
         loop {
             match self.conn.recv_batch(&mut self.batch) {
-                Ok(n) => d.datagrams += n as u64,
+                Ok(n) => {
+                    d.datagrams += n as u64;
+                    // A short batch emptied the queue: the next datagram
+                    // raises a new edge-triggered wake-up, so the read
+                    // that would only say `WouldBlock` is spared.
+                    self.emptied = n > 0 && n < BATCH;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if is_overrun(&e) => {
+                    self.emptied = false;
                     self.counters.inc(Counter::Overruns);
                     d.overrun = true;
                     continue;
@@ -81,6 +94,9 @@ impl KernelReader {
             crate::stages::lap(crate::stages::Stage::KernelRead);
             if !events.is_empty() {
                 return true;
+            }
+            if std::mem::take(&mut self.emptied) {
+                return false;
             }
         }
     }
