@@ -330,10 +330,17 @@ impl Pipeline {
         let comm = opened.as_ref().map(|(_, s)| s.comm.as_slice());
         let capture = self.join.take_for(pid, comm);
         let uncaptured = capture.is_none() && self.source.is_some();
-        let facts = match opened {
+        let mut facts = match opened {
             Some((dir, st)) => self.reader.read_with_stat(pid, dir, st, capture),
             None => self.reader.read(pid, true, capture),
         };
+        if uncaptured && self.source.as_ref().is_some_and(|s| s.sees_every_exec()) {
+            // Its record was lost (ring overflow, a full join): the argv is
+            // `/proc`'s reading after the fact, which the program may have
+            // rewritten or not yet have had: never reported as complete.
+            self.counters.inc(Counter::CapturesMissing);
+            facts.cmdline_truncated = true;
+        }
         let ppid = facts
             .status
             .as_ref()
@@ -518,6 +525,7 @@ mod tests {
     struct FakeSource {
         queued: Vec<Capture>,
         observed: std::rc::Rc<std::cell::Cell<usize>>,
+        every_exec: bool,
     }
 
     impl CaptureSource for FakeSource {
@@ -535,7 +543,32 @@ mod tests {
         fn observe(&mut self, _: &Event) {
             self.observed.set(self.observed.get() + 1);
         }
+        fn sees_every_exec(&self) -> bool {
+            self.every_exec
+        }
         fn counters(&self, _: &mut Counters) {}
+    }
+
+    #[test]
+    fn an_exec_whose_record_was_lost_is_flagged_from_proc() {
+        for every_exec in [true, false] {
+            let mut p = fixture_pipeline("host");
+            p.set_source(Box::new(FakeSource {
+                queued: Vec::new(),
+                observed: std::rc::Rc::default(),
+                every_exec,
+            }));
+            let ev = exec(&mut p, 1234);
+            assert_eq!(ev.execsentry.args_source, "proc");
+            // A source that records every exec but has none for this one
+            // lost it: /proc's argv is then never passed off as the exec's.
+            assert_eq!(ev.execsentry.args_truncated, every_exec);
+            assert_eq!(ev.execsentry.args_complete, !every_exec);
+            let mut c = Counters::default();
+            p.counters(&mut c);
+            assert_eq!(c.get(Counter::CapturesMissing), u64::from(every_exec));
+            assert_eq!(c.get(Counter::ArgsTruncated), u64::from(every_exec));
+        }
     }
 
     #[test]
@@ -556,6 +589,7 @@ mod tests {
         p.set_source(Box::new(FakeSource {
             queued: vec![capture],
             observed: std::rc::Rc::clone(&observed),
+            every_exec: true,
         }));
         let mut out = Vec::new();
         p.on_kernel(

@@ -328,6 +328,11 @@ impl CaptureSource for KprobeSource {
         ArgsSource::Kprobe
     }
 
+    /// `start_thread` runs in every successful exec of a 64-bit program.
+    fn sees_every_exec(&self) -> bool {
+        true
+    }
+
     fn register(&mut self, registry: &Registry, first: Token) -> io::Result<usize> {
         for (i, fd) in self.fds.iter().enumerate() {
             registry.register(
