@@ -255,6 +255,7 @@ fn open_capture(cfg: &Config) -> Result<(Option<Box<dyn CaptureSource>>, String,
     let kprobe_state = if mode == "kprobe" || (mode == "auto" && !cfg.sensor.enforce) {
         let kopts = KprobeOptions {
             env: !cfg.sensor.capture_env_vars.is_empty(),
+            ring_pages: cfg.sensor.kprobe_ring_pages,
             ..KprobeOptions::new(cfg.sensor.max_args_bytes)
         };
         match KprobeSource::open(kopts) {

@@ -159,7 +159,10 @@ mode=$(capture_mode)
 info "auto picks $mode on $(uname -r)"
 # What each mode keeps (README, "Start-up and the self-check"): CAP_SYS_ADMIN
 # (21) with fanotify, CAP_SYS_PTRACE (19) and CAP_DAC_READ_SEARCH (2).
-declare -A CAPS=([fanotify]=0000000000280004 [proc]=0000000000080004)
+# kprobe keeps what proc keeps: after its probes and perf fds are set up it
+# needs neither CAP_SYS_ADMIN nor any DAC override (the removal at exit
+# writes through the kprobe_events fd kept from set-up).
+declare -A CAPS=([fanotify]=0000000000280004 [proc]=0000000000080004 [kprobe]=0000000000080004)
 # Every mode this binary offers, each started the way an admin would: a
 # drop-in with `run --capture MODE`.
 modes=$(execsentry run --help | sed -n 's/.*\[possible values: \(.*\)\].*/\1/p' | head -n 1 | tr -d ',')
@@ -347,6 +350,55 @@ cp /tmp/execsentry.toml.good /etc/execsentry/execsentry.toml
 systemctl reset-failed "$UNIT"
 check "starts again with the config restored" timeout 60 systemctl start "$UNIT"
 
+# --- 6b. kprobe under the installed unit, with the shipped `auto` ----------
+# Debian's stock kernel has kprobe events: auto must pick them through the
+# unit's sandbox (kprobe_events writable, perf_event_open allowed, the rings
+# within LimitMEMLOCK=), and every exec must come with its exact argv.
+STEP=6b-kprobe
+TR=/sys/kernel/tracing
+check "auto picks kprobe under the installed unit (ready line: capture=$(capture_mode))" [ "$(capture_mode)" = kprobe ]
+journalctl -u "$UNIT" -o cat --no-pager | grep -E 'kprobe capture|trying fanotify' | tail -n 2 | cut -c1-300 | sed "s/^/info: $STEP: journal: /"
+execsentry status >/tmp/status.txt 2>&1
+info "$(grep -E '^(capture|kernel|capabilities):' /tmp/status.txt | tr -s ' ' | tr '\n' ' ')"
+check "execsentry status: capture kprobe, kprobe active" \
+	bash -c "grep -Eq '^capture: +kprobe$' /tmp/status.txt && grep -q 'kprobe: active' /tmp/status.txt"
+KP_GROUP="execsentry_$(main_pid)_"
+check "its probes are defined in $TR/kprobe_events ($(grep -c "$KP_GROUP" $TR/kprobe_events) lines of ${KP_GROUP}*)" \
+	grep -q "^r:$KP_GROUP" $TR/kprobe_events
+# N execs with unique, awkward arguments (a space, a tab, UTF-8), each an
+# alert of the local rule from step 5; every one must carry exactly the argv
+# it was given, from kprobe.
+KP_N=200
+rm -f /tmp/tail.kp
+timeout 120 execsentry tail --json >/tmp/tail.kp 2>&1 &
+kp_tail=$!
+sleep 1
+for i in $(seq 1 $KP_N); do
+	/usr/local/bin/vmtest-reload "kp-$i" "a b	c ü" "end-$i" >/dev/null 2>&1
+done
+kp_all() { [ "$(grep -c '"kp-' /tmp/tail.kp)" -ge "$KP_N" ]; }
+wait_for 30 kp_all
+kill "$kp_tail" 2>/dev/null
+wait "$kp_tail" 2>/dev/null
+kp=$(awk '
+	index($0, "\"args\":[\"/usr/local/bin/vmtest-reload\",\"kp-") {
+		total++
+		if (index($0, "\"args_source\":\"kprobe\"") == 0) next
+		s = $0; sub(/.*"args":\[/, "", s); sub(/\].*/, "", s)
+		n = split(s, a, ",")
+		split(a[2], k, "-"); split(a[4], e, "-")
+		if (n == 4 && a[3] == "\"a b\\tc ü\"" && k[2] == e[2]) ok[k[2]] = 1
+	}
+	END { printf "%d %d\n", length(ok), total }' /tmp/tail.kp)
+if [ "${kp% *}" = "$KP_N" ]; then
+	ok "all $KP_N execs' alerts carry their exact argv with args_source kprobe"
+else
+	fail "exact with args_source kprobe: ${kp% *}/$KP_N (alerts seen: ${kp#* })"
+	grep -m1 '"kp-' /tmp/tail.kp | cut -c1-600 | sed "s/^/info: $STEP: /"
+fi
+execsentry status >/tmp/status.txt 2>&1
+info "after the execs: $(grep -E '^losses:' /tmp/status.txt)"
+
 # --- 7. systemctl stop within 1 s during an exec storm ---------------------
 STEP=7-stop
 "$T/bin/storm" 4 >/tmp/storm.out 2>&1 &
@@ -364,6 +416,8 @@ info "$(cat /tmp/storm.out)"
 stop_ms=$((($(prop "$UNIT" InactiveEnterTimestampMonotonic) - $(prop "$UNIT" ActiveExitTimestampMonotonic)) / 1000))
 check "stopped within 1 s: ${stop_ms} ms from SIGTERM to inactive (systemctl stop: ${dt} ms)" [ "$stop_ms" -le 1000 ]
 check "state inactive after stop" [ "$(systemctl is-active "$UNIT")" = inactive ]
+left=$(grep -c execsentry_ $TR/kprobe_events)
+check "the stop left no probe of ours in kprobe_events ($left)" [ "$left" = 0 ]
 max_ms=$(sed -n 's/.*max_ms=\([0-9]*\).*/\1/p' /tmp/storm.out)
 # The bound is the stop's own 1 s: no exec may wait out the stop.
 if [ "$storm_rc" = 0 ] && [ -n "$max_ms" ] && [ "$max_ms" -lt 1000 ]; then
@@ -390,6 +444,7 @@ done
 check "no file left (${left[*]:-none})" [ "${#left[@]}" -eq 0 ]
 check "group execsentry gone" bash -c '! getent group execsentry'
 check "no process left" bash -c '! pgrep -x execsentry'
+check "no probe of ours left in kprobe_events" bash -c "! grep -q execsentry_ $TR/kprobe_events"
 check "systemd no longer knows the unit ($(prop "$UNIT" LoadState))" [ "$(prop "$UNIT" LoadState)" = not-found ]
 check "dpkg no longer knows the package" bash -c '! dpkg-query -W execsentry 2>/dev/null'
 
