@@ -261,9 +261,14 @@ fn open_capture(cfg: &Config) -> Result<(Option<Box<dyn CaptureSource>>, String,
         match KprobeSource::open(kopts) {
             Ok(k) => {
                 log::info!(
-                    "kprobe capture: probe {} on {}",
+                    "kprobe capture: probe {} on {}{}",
                     k.group(),
-                    crate::capture::kprobe::probes::SYMBOL
+                    crate::capture::kprobe::probes::SYMBOL,
+                    if k.compat() {
+                        " and compat_start_thread (32-bit execs)"
+                    } else {
+                        ""
+                    }
                 );
                 return Ok((Some(Box::new(k)), "active".into(), "off".into()));
             }
