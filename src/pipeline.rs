@@ -330,10 +330,21 @@ impl Pipeline {
         let comm = opened.as_ref().map(|(_, s)| s.comm.as_slice());
         let capture = self.join.take_for(pid, comm);
         let uncaptured = capture.is_none() && self.source.is_some();
+        let captured_comm = capture.as_ref().and_then(|c| c.comm.clone());
         let mut facts = match opened {
             Some((dir, st)) => self.reader.read_with_stat(pid, dir, st, capture),
             None => self.reader.read(pid, true, capture),
         };
+        if facts.stat.is_none()
+            && let Some(comm) = captured_comm
+        {
+            // Gone before /proc was read: the comm the source saw after the
+            // exec (kprobe) still names it, for `process.name` and rules.
+            facts.stat = Some(crate::procfs::Stat {
+                comm,
+                ..Default::default()
+            });
+        }
         if uncaptured && self.source.as_ref().is_some_and(|s| s.sees_every_exec()) {
             // Its record was lost (ring overflow, a full join): the argv is
             // `/proc`'s reading after the fact, which the program may have
@@ -547,6 +558,28 @@ mod tests {
             self.every_exec
         }
         fn counters(&self, _: &mut Counters) {}
+    }
+
+    #[test]
+    fn a_process_gone_before_proc_is_read_keeps_the_captured_name() {
+        let mut p = fixture_pipeline("host");
+        // 4321 is not in the fixture's /proc: it exited already.
+        p.set_source(Box::new(FakeSource {
+            queued: vec![Capture {
+                pid: 4321,
+                argv: b"/opt/bin/kubectl\0get\0secrets\0".to_vec(),
+                comm: Some(b"kubectl".to_vec()),
+                source: crate::capture::ArgsSource::Kprobe,
+                args_read: true,
+                ..Default::default()
+            }],
+            observed: std::rc::Rc::default(),
+            every_exec: true,
+        }));
+        let ev = exec(&mut p, 4321);
+        assert_eq!(ev.process.name, "kubectl");
+        assert_eq!(ev.process.args, ["/opt/bin/kubectl", "get", "secrets"]);
+        assert_eq!(ev.execsentry.args_source, "kprobe");
     }
 
     #[test]
