@@ -48,6 +48,10 @@ pub struct SensorConfig {
     /// Environment variables whose `NAME=value` goes into
     /// `process.env_vars`; empty (the default) turns the field off.
     pub capture_env_vars: Vec<String>,
+    /// Data pages of each CPU's perf ring in kprobe mode (a power of two;
+    /// all rings together stay within 64 MiB). Smaller rings lose records
+    /// under exec storms; those execs are flagged.
+    pub kprobe_ring_pages: usize,
 }
 
 impl Default for SensorConfig {
@@ -65,6 +69,7 @@ impl Default for SensorConfig {
             stats_interval: 300,
             unsupported_rules: crate::rules::Unsupported::Error,
             capture_env_vars: Vec::new(),
+            kprobe_ring_pages: crate::capture::kprobe::DEFAULT_RING_PAGES,
         }
     }
 }
@@ -380,6 +385,13 @@ impl Config {
                 "sensor",
                 "capture_env_vars",
                 format!("`{bad_name}` is not an environment variable name"),
+            ));
+        }
+        if !(16..=65536).contains(&s.kprobe_ring_pages) || !s.kprobe_ring_pages.is_power_of_two() {
+            return Err(bad(
+                "sensor",
+                "kprobe_ring_pages",
+                "must be a power of two from 16 to 65536".into(),
             ));
         }
         if s.max_args_bytes < 256 {

@@ -91,6 +91,9 @@ registry! {
     CapturesMismatched = "captures.mismatched", Loss, Join;
     CapturesExpired = "captures.expired", Loss, Join;
     CapturesDropped = "captures.dropped", Loss, Join;
+    /// Execs without a capture from a source that records every exec
+    /// (kprobe): flagged `execsentry.args_truncated`, argv from `/proc`.
+    CapturesMissing = "captures.missing", Loss, Pipeline;
     // Container metadata from runtime state.
     MetadataHits = "metadata.hits", Cache, Metadata;
     MetadataLoads = "metadata.loads", Cache, Metadata;

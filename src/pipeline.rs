@@ -374,11 +374,29 @@ impl Pipeline {
         let comm = opened.as_ref().map(|(_, s)| s.comm.as_slice());
         let capture = self.join.take_for(pid, comm);
         let uncaptured = capture.is_none() && self.source.is_some();
-        let facts = match (opened, pre) {
+        let captured_comm = capture.as_ref().and_then(|c| c.comm.clone());
+        let mut facts = match (opened, pre) {
             (Some((dir, st)), _) => self.reader.read_with_stat(pid, dir, st, capture),
             (None, Some(p)) if capture.is_none() => self.reader.read_prefetched(pid, p),
             (None, _) => self.reader.read(pid, true, capture),
         };
+        if facts.stat.is_none()
+            && let Some(comm) = captured_comm
+        {
+            // Gone before /proc was read: the comm the source saw after the
+            // exec (kprobe) still names it, for `process.name` and rules.
+            facts.stat = Some(crate::procfs::Stat {
+                comm,
+                ..Default::default()
+            });
+        }
+        if uncaptured && self.source.as_ref().is_some_and(|s| s.sees_every_exec()) {
+            // Its record was lost (ring overflow, a full join): the argv is
+            // `/proc`'s reading after the fact, which the program may have
+            // rewritten or not yet have had: never reported as complete.
+            self.counters.inc(Counter::CapturesMissing);
+            facts.cmdline_truncated = true;
+        }
         let ppid = facts
             .status
             .as_ref()
@@ -563,6 +581,7 @@ mod tests {
     struct FakeSource {
         queued: Vec<Capture>,
         observed: std::rc::Rc<std::cell::Cell<usize>>,
+        every_exec: bool,
     }
 
     impl CaptureSource for FakeSource {
@@ -580,7 +599,54 @@ mod tests {
         fn observe(&mut self, _: &Event) {
             self.observed.set(self.observed.get() + 1);
         }
+        fn sees_every_exec(&self) -> bool {
+            self.every_exec
+        }
         fn counters(&self, _: &mut Counters) {}
+    }
+
+    #[test]
+    fn a_process_gone_before_proc_is_read_keeps_the_captured_name() {
+        let mut p = fixture_pipeline("host");
+        // 4321 is not in the fixture's /proc: it exited already.
+        p.set_source(Box::new(FakeSource {
+            queued: vec![Capture {
+                pid: 4321,
+                argv: b"/opt/bin/kubectl\0get\0secrets\0".to_vec(),
+                comm: Some(b"kubectl".to_vec()),
+                source: crate::capture::ArgsSource::Kprobe,
+                args_read: true,
+                ..Default::default()
+            }],
+            observed: std::rc::Rc::default(),
+            every_exec: true,
+        }));
+        let ev = exec(&mut p, 4321);
+        assert_eq!(ev.process.name, "kubectl");
+        assert_eq!(ev.process.args, ["/opt/bin/kubectl", "get", "secrets"]);
+        assert_eq!(ev.execsentry.args_source, "kprobe");
+    }
+
+    #[test]
+    fn an_exec_whose_record_was_lost_is_flagged_from_proc() {
+        for every_exec in [true, false] {
+            let mut p = fixture_pipeline("host");
+            p.set_source(Box::new(FakeSource {
+                queued: Vec::new(),
+                observed: std::rc::Rc::default(),
+                every_exec,
+            }));
+            let ev = exec(&mut p, 1234);
+            assert_eq!(ev.execsentry.args_source, "proc");
+            // A source that records every exec but has none for this one
+            // lost it: /proc's argv is then never passed off as the exec's.
+            assert_eq!(ev.execsentry.args_truncated, every_exec);
+            assert_eq!(ev.execsentry.args_complete, !every_exec);
+            let mut c = Counters::default();
+            p.counters(&mut c);
+            assert_eq!(c.get(Counter::CapturesMissing), u64::from(every_exec));
+            assert_eq!(c.get(Counter::ArgsTruncated), u64::from(every_exec));
+        }
     }
 
     #[test]
@@ -601,6 +667,7 @@ mod tests {
         p.set_source(Box::new(FakeSource {
             queued: vec![capture],
             observed: std::rc::Rc::clone(&observed),
+            every_exec: true,
         }));
         let mut out = Vec::new();
         p.on_kernel(

@@ -128,6 +128,13 @@ pub trait CaptureSource {
     /// this source. Pushes every capture it can to `out`, in kernel order.
     fn on_ready(&mut self, token: Option<Token>, decider: &mut dyn Decider, out: &mut Vec<Capture>);
 
+    /// The source records every successful exec (kprobe), so an exec
+    /// without a capture is one whose record was lost and its argv is only
+    /// `/proc`'s guess. fanotify skips some execs on purpose (the loader).
+    fn sees_every_exec(&self) -> bool {
+        false
+    }
+
     /// Every event the pipeline emits passes here too, so a source can learn
     /// of what it must watch (fanotify marks a new container's mounts).
     fn observe(&mut self, _event: &Event) {}

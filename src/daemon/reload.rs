@@ -182,6 +182,7 @@ pub fn keep_restart_only(running: &SensorConfig, new: &mut SensorConfig) -> Vec<
     keep!(table_size, "table_size");
     // The capture sources decide at start whether to read envp.
     keep!(capture_env_vars, "capture_env_vars");
+    keep!(kprobe_ring_pages, "kprobe_ring_pages");
     kept
 }
 

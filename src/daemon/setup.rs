@@ -256,14 +256,20 @@ fn open_capture(cfg: &Config) -> Result<(Option<Box<dyn CaptureSource>>, String,
     let kprobe_state = if mode == "kprobe" || (mode == "auto" && !cfg.sensor.enforce) {
         let kopts = KprobeOptions {
             env: !cfg.sensor.capture_env_vars.is_empty(),
+            ring_pages: cfg.sensor.kprobe_ring_pages,
             ..KprobeOptions::new(cfg.sensor.max_args_bytes)
         };
         match KprobeSource::open(kopts) {
             Ok(k) => {
                 log::info!(
-                    "kprobe capture: probe {} on {}",
+                    "kprobe capture: probe {} on {}{}",
                     k.group(),
-                    crate::capture::kprobe::probes::SYMBOL
+                    crate::capture::kprobe::probes::SYMBOL,
+                    if k.compat() {
+                        " and compat_start_thread (32-bit execs)"
+                    } else {
+                        ""
+                    }
                 );
                 return Ok((Some(Box::new(k)), "active".into(), "off".into()));
             }

@@ -17,9 +17,39 @@ pub struct Argv {
     pub truncated: bool,
 }
 
+/// The size of argc and of each pointer on the new stack: 8 for a 64-bit
+/// program, 4 for a 32-bit (or x32) one started by `compat_start_thread`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Word {
+    W64,
+    W32,
+}
+
+impl Word {
+    const fn size(self) -> usize {
+        match self {
+            Word::W64 => 8,
+            Word::W32 => 4,
+        }
+    }
+
+    fn at(self, dump: &[u8], off: usize) -> Option<u64> {
+        let b = dump.get(off..off.checked_add(self.size())?)?;
+        Some(match self {
+            Word::W64 => u64::from_ne_bytes(b.try_into().ok()?),
+            Word::W32 => u64::from(u32::from_ne_bytes(b.try_into().ok()?)),
+        })
+    }
+}
+
 fn u64_at(dump: &[u8], off: usize) -> Option<u64> {
-    let b = dump.get(off..off.checked_add(8)?)?;
-    Some(u64::from_ne_bytes(b.try_into().ok()?))
+    Word::W64.at(dump, off)
+}
+
+/// [`from_stack`] for a 32-bit program's stack (no entry-probe head: its
+/// fetches dereference 64-bit words).
+pub fn from_compat_stack(sp: u64, dump: &[u8], max_bytes: usize) -> Argv {
+    split(sp, dump, max_bytes, Word::W32)
 }
 
 /// `dump` holds the bytes from `sp` on that the kernel could copy; `head`
@@ -40,14 +70,15 @@ pub fn from_stack(sp: u64, dump: &[u8], head: Option<&[u8]>, max_bytes: usize) -
         joined.resize(at.max(joined.len()), 0);
         let from = joined.len() - at;
         joined.extend_from_slice(&head[from..]);
-        return split(sp, &joined, max_bytes);
+        return split(sp, &joined, max_bytes, Word::W64);
     }
-    split(sp, dump, max_bytes)
+    split(sp, dump, max_bytes, Word::W64)
 }
 
-fn split(sp: u64, dump: &[u8], max_bytes: usize) -> Argv {
+fn split(sp: u64, dump: &[u8], max_bytes: usize, w: Word) -> Argv {
+    let ws = w.size() as u64;
     let mut out = Argv::default();
-    let Some(argc) = u64_at(dump, 0) else {
+    let Some(argc) = w.at(dump, 0) else {
         out.truncated = true;
         return out;
     };
@@ -56,9 +87,9 @@ fn split(sp: u64, dump: &[u8], max_bytes: usize) -> Argv {
     }
     // Offsets of the strings, by their pointers.
     let offset_of = |i: u64| -> Option<usize> {
-        let p = u64_at(
+        let p = w.at(
             dump,
-            usize::try_from(i.checked_add(1)?.checked_mul(8)?).ok()?,
+            usize::try_from(i.checked_add(1)?.checked_mul(ws)?).ok()?,
         )?;
         usize::try_from(p.checked_sub(sp)?).ok()
     };
@@ -67,7 +98,7 @@ fn split(sp: u64, dump: &[u8], max_bytes: usize) -> Argv {
         return out;
     };
     // The strings lie above the pointer arrays.
-    if u64::try_from(pos).unwrap_or(u64::MAX) < argc.saturating_add(2).saturating_mul(8) {
+    if u64::try_from(pos).unwrap_or(u64::MAX) < argc.saturating_add(2).saturating_mul(ws) {
         out.truncated = true;
         return out;
     }
@@ -76,7 +107,7 @@ fn split(sp: u64, dump: &[u8], max_bytes: usize) -> Argv {
             match offset_of(i) {
                 Some(o) if o == pos => {}
                 // The pointer lies past the dump: the string too.
-                None if usize::try_from((i + 1) * 8).is_ok_and(|o| o + 8 > dump.len()) => {}
+                None if usize::try_from((i + 1) * ws).is_ok_and(|o| o + w.size() > dump.len()) => {}
                 _ => {
                     out.truncated = true;
                     return out;
@@ -106,11 +137,11 @@ fn split(sp: u64, dump: &[u8], max_bytes: usize) -> Argv {
 /// NULL, each string checked against its pointer like argv's. `None` when
 /// the dump does not hold all of it within `max_bytes` (the pipeline then
 /// reads `/proc/<pid>/environ`, marked as such).
-pub fn env_from_stack(sp: u64, dump: &[u8], max_bytes: usize) -> Option<Vec<u8>> {
-    let argc = usize::try_from(u64_at(dump, 0)?).ok()?;
+pub fn env_from_stack(sp: u64, dump: &[u8], max_bytes: usize, w: Word) -> Option<Vec<u8>> {
+    let argc = usize::try_from(w.at(dump, 0)?).ok()?;
     let mut out = Vec::new();
     for i in argc.checked_add(2)?.. {
-        let p = u64_at(dump, i.checked_mul(8)?)?;
+        let p = w.at(dump, i.checked_mul(w.size())?)?;
         if p == 0 {
             return Some(out);
         }
@@ -174,18 +205,66 @@ mod tests {
     fn the_environment_comes_from_the_same_dump() {
         let d = stack(&[b"/bin/true", b"x"], &[b"A=1", b"ES_WANTED=yes"]);
         assert_eq!(
-            env_from_stack(SP, &d, 4096).as_deref(),
+            env_from_stack(SP, &d, 4096, Word::W64).as_deref(),
             Some(&b"A=1\0ES_WANTED=yes\0"[..])
         );
-        assert_eq!(env_from_stack(SP, &d, 8), None, "over the budget");
+        assert_eq!(
+            env_from_stack(SP, &d, 8, Word::W64),
+            None,
+            "over the budget"
+        );
         let cut = d.len() - 20;
         assert_eq!(
-            env_from_stack(SP, &d[..cut], 4096),
+            env_from_stack(SP, &d[..cut], 4096, Word::W64),
             None,
             "the dump stops short"
         );
         let none = stack(&[b"/bin/true"], &[]);
-        assert_eq!(env_from_stack(SP, &none, 4096).as_deref(), Some(&b""[..]));
+        assert_eq!(
+            env_from_stack(SP, &none, 4096, Word::W64).as_deref(),
+            Some(&b""[..])
+        );
+    }
+
+    /// The same layout with 32-bit argc and pointers, as
+    /// `compat_start_thread` leaves it for a 32-bit program.
+    fn stack32(args: &[&[u8]], env: &[&[u8]]) -> (u64, Vec<u8>) {
+        const SP32: u64 = 0xffd0_1000;
+        let tables = 4 * (1 + args.len() + 1 + env.len() + 1 + 4);
+        let (mut d, mut strings) = (Vec::new(), Vec::new());
+        d.extend_from_slice(&(args.len() as u32).to_ne_bytes());
+        for (i, s) in args.iter().chain(env).enumerate() {
+            if i == args.len() {
+                d.extend_from_slice(&0u32.to_ne_bytes());
+            }
+            d.extend_from_slice(&((SP32 as usize + tables + strings.len()) as u32).to_ne_bytes());
+            strings.extend_from_slice(s);
+            strings.push(0);
+        }
+        if env.is_empty() {
+            d.extend_from_slice(&0u32.to_ne_bytes());
+        }
+        d.extend_from_slice(&0u32.to_ne_bytes());
+        d.extend_from_slice(&[0xaa; 16]);
+        assert_eq!(d.len(), tables);
+        d.extend_from_slice(&strings);
+        (SP32, d)
+    }
+
+    #[test]
+    fn a_32_bit_stack_has_4_byte_words() {
+        let (sp, d) = stack32(&[b"/opt/t32", b"a b", b"end"], &[b"E=1"]);
+        let a = from_compat_stack(sp, &d, 4096);
+        assert_eq!(a.bytes, b"/opt/t32\0a b\0end\0");
+        assert!(!a.truncated);
+        assert_eq!(
+            env_from_stack(sp, &d, 4096, Word::W32).as_deref(),
+            Some(&b"E=1\0"[..])
+        );
+        // Read as a 64-bit stack it contradicts itself: flagged, not garbage.
+        assert!(from_stack(sp, &d, None, 4096).truncated);
+        // Cut inside "end" (the environment, "E=1", follows it).
+        assert!(from_compat_stack(sp, &d[..d.len() - 6], 4096).truncated);
     }
 
     #[test]

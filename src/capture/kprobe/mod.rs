@@ -86,11 +86,14 @@ pub struct KprobeSource {
     group: String,
     format: Format,
     entry: Format,
+    /// The return probe on `compat_start_thread`, where the kernel has it.
+    compat: Option<Format>,
     rings: Vec<Ring>,
     heads: Vec<Option<Head>>,
     /// The return probes' fds, one per ring (the loop polls these).
     fds: Vec<OwnedFd>,
-    /// The entry probes' fds, writing into the same rings.
+    /// The entry probes' fds (and the compat probes'), writing into the
+    /// same rings.
     extra_fds: Vec<OwnedFd>,
     opts: Options,
     tally: Tally,
@@ -123,11 +126,13 @@ impl KprobeSource {
                 return Err(u);
             }
         };
+        let compat = define_compat(&t, &group, format.fields.contains_key("comm"));
         let mut src = KprobeSource {
             tracefs: t,
             group,
             format,
             entry,
+            compat,
             rings: Vec::new(),
             heads: Vec::new(),
             fds: Vec::new(),
@@ -147,6 +152,11 @@ impl KprobeSource {
 
     pub fn stack_dump(&self) -> u32 {
         self.opts.stack_dump
+    }
+
+    /// 32-bit execs are probed too (`compat_start_thread`).
+    pub fn compat(&self) -> bool {
+        self.compat.is_some()
     }
 
     fn open_rings(&mut self) -> Result<(), Unavailable> {
@@ -184,6 +194,13 @@ impl KprobeSource {
                 perf::open(entry_id, cpu, watermark, 0, monotonic).map_err(|e| perf_refused(&e))?;
             perf::set_output(&head, &fd)
                 .map_err(|e| unavailable(format!("PERF_EVENT_IOC_SET_OUTPUT: {e}")))?;
+            if let Some(c) = &self.compat {
+                let cfd = perf::open(u64::from(c.id), cpu, watermark, dump, monotonic)
+                    .map_err(|e| perf_refused(&e))?;
+                perf::set_output(&cfd, &fd)
+                    .map_err(|e| unavailable(format!("PERF_EVENT_IOC_SET_OUTPUT: {e}")))?;
+                self.extra_fds.push(cfd);
+            }
             self.rings.push(ring);
             self.heads.push(None);
             self.fds.push(fd);
@@ -247,9 +264,18 @@ impl KprobeSource {
                     });
                     return;
                 }
+                let compat = self.compat.as_ref().filter(|c| Some(c.id) == id);
+                let word = if compat.is_some() {
+                    args::Word::W32
+                } else {
+                    args::Word::W64
+                };
                 let mut cap = Capture {
                     pid,
-                    comm: self.format.string_of(raw, "comm").map(<[u8]>::to_vec),
+                    comm: compat
+                        .unwrap_or(&self.format)
+                        .string_of(raw, "comm")
+                        .map(<[u8]>::to_vec),
                     source: ArgsSource::Kprobe,
                     ..Capture::default()
                 };
@@ -261,7 +287,14 @@ impl KprobeSource {
                             .as_ref()
                             .filter(|h| h.pid == pid && h.sp == sp)
                             .map(|h| h.bytes.as_slice());
-                        let a = args::from_stack(sp, stack, head, self.opts.max_args_bytes);
+                        let a = match word {
+                            args::Word::W64 => {
+                                args::from_stack(sp, stack, head, self.opts.max_args_bytes)
+                            }
+                            args::Word::W32 => {
+                                args::from_compat_stack(sp, stack, self.opts.max_args_bytes)
+                            }
+                        };
                         if a.truncated {
                             self.tally.cut += 1;
                             log::debug!(
@@ -275,7 +308,8 @@ impl KprobeSource {
                         cap.truncated = a.truncated;
                         cap.args_read = true;
                         if self.opts.env {
-                            cap.envp = args::env_from_stack(sp, stack, self.opts.max_args_bytes);
+                            cap.envp =
+                                args::env_from_stack(sp, stack, self.opts.max_args_bytes, word);
                         }
                     }
                     // No user registers or stack (a kernel thread's exec).
@@ -295,7 +329,12 @@ impl KprobeSource {
         self.extra_fds.clear();
         self.rings.clear();
         self.fds.clear();
-        for event in [probes::entry_event(&self.group), self.group.clone()] {
+        let compat = self
+            .compat
+            .is_some()
+            .then(|| probes::compat_event(&self.group));
+        let events = [probes::entry_event(&self.group), self.group.clone()];
+        for event in compat.into_iter().chain(events) {
             // The kernel can hold an event busy for a moment after its last
             // perf fd closed.
             for _ in 0..50 {
@@ -326,6 +365,13 @@ impl Drop for KprobeSource {
 impl CaptureSource for KprobeSource {
     fn source(&self) -> ArgsSource {
         ArgsSource::Kprobe
+    }
+
+    /// `start_thread` runs in every successful exec of a 64-bit program,
+    /// `compat_start_thread` in a 32-bit one's. Without the compat probe a
+    /// 32-bit exec has no record: flagged as lost all the same.
+    fn sees_every_exec(&self) -> bool {
+        true
     }
 
     fn register(&mut self, registry: &Registry, first: Token) -> io::Result<usize> {
@@ -393,6 +439,30 @@ fn define(t: &Tracefs, group: &str, root: &Path) -> Result<Format, Unavailable> 
         return Ok(format);
     }
     Err(unavailable(last))
+}
+
+/// Defines the return probe on `compat_start_thread` when the kernel has
+/// it; `None` (logged) otherwise: 32-bit execs then have no record and are
+/// flagged, their argv from `/proc`.
+fn define_compat(t: &Tracefs, group: &str, comm: bool) -> Option<Format> {
+    let ev = probes::compat_event(group);
+    let def = probes::compat_definition(group, Features { comm });
+    if let Err(e) = t.write_event(&def) {
+        log::info!(
+            "kprobe capture: {} not probed ({e}): 32-bit execs are flagged, argv from /proc",
+            probes::COMPAT_SYMBOL
+        );
+        return None;
+    }
+    let max = |f: &Format| probes::max_record(f.fixed_size, Features { comm });
+    match t.format(group, &ev).map(|s| Format::parse(&s)) {
+        Ok(Ok(f)) if max(&f) <= probes::RECORD_LIMIT => Some(f),
+        other => {
+            log::warn!("kprobe capture: {group}/{ev} not used: {other:?}");
+            let _ = t.write_event(&probes::removal(group, &ev));
+            None
+        }
+    }
 }
 
 /// Defines the entry probe (arrays first, one field per word on kernels

@@ -38,6 +38,27 @@ pub const MAX_ARRAY_LEN: usize = 64;
 /// Bytes the entry probe reads from `argv[0]`.
 pub const HEAD_BYTES: usize = 8 * MAX_ARRAY_LEN;
 
+/// What 32-bit (and x32) programs start through on a 64-bit kernel, with
+/// the same `(regs, new_ip, new_sp)` first arguments; absent without
+/// `CONFIG_COMPAT`, so probed where the kernel accepts it.
+pub const COMPAT_SYMBOL: &str = "compat_start_thread";
+
+/// The compat return probe's event: `<group>_c`.
+pub fn compat_event(group: &str) -> String {
+    format!("{group}_c")
+}
+
+/// The return probe on [`COMPAT_SYMBOL`]: the same fixed, tiny record as
+/// [`definition`]'s; the argv comes from the user-stack dump, in 4-byte
+/// words. No entry probe: its fetches would dereference 8-byte words.
+pub fn compat_definition(group: &str, features: Features) -> String {
+    let mut d = format!("r:{group}/{} {COMPAT_SYMBOL}", compat_event(group));
+    if features.comm {
+        d.push_str(" comm=$comm:string");
+    }
+    d
+}
+
 /// The entry probe's event: `<group>_a`.
 pub fn entry_event(group: &str) -> String {
     format!("{group}_a")
@@ -150,6 +171,10 @@ mod tests {
         // A kretprobe record: 8 common bytes, func and ret_ip, comm's loc.
         assert!(max_record(28, Features { comm: true }) <= RECORD_LIMIT);
         assert_eq!(removal("g", "exec"), "-:g/exec");
+        assert_eq!(
+            compat_definition("g", Features { comm: true }),
+            "r:g/g_c compat_start_thread comm=$comm:string"
+        );
         assert_eq!(
             entry_definition("g", true),
             "p:g/g_a start_thread sp=%dx:u64 b=+0(+8(%dx)):u64[64]"

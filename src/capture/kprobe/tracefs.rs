@@ -11,9 +11,15 @@ use super::probes::SYMBOL;
 /// The two places tracefs lives: its own mount (4.1) and under debugfs.
 const MOUNTS: [&str; 2] = ["sys/kernel/tracing", "sys/kernel/debug/tracing"];
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Tracefs {
     pub dir: PathBuf,
+    /// `kprobe_events`, opened for appending at the first write and kept:
+    /// removing our probes at exit then needs neither the capabilities
+    /// dropped after set-up nor a path that could be remounted read-only or
+    /// unmounted meanwhile. Never opened with O_TRUNC (that removes every
+    /// kprobe on the host).
+    events: std::cell::OnceCell<fs::File>,
 }
 
 /// Finds tracefs under `root`; on the real root, mounts it when absent.
@@ -43,7 +49,10 @@ fn existing(root: &Path) -> Option<Tracefs> {
                 || d.join("kprobe_events").exists()
                 || d.join("trace").exists()
         })
-        .map(|dir| Tracefs { dir })
+        .map(|dir| Tracefs {
+            dir,
+            events: std::cell::OnceCell::new(),
+        })
 }
 
 fn tracefs_known(root: &Path) -> bool {
@@ -115,9 +124,15 @@ impl Tracefs {
     /// Appends one line to `kprobe_events` (one write, as the kernel
     /// parses it).
     pub fn write_event(&self, line: &str) -> io::Result<()> {
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(self.dir.join("kprobe_events"))?;
+        let mut f = match self.events.get() {
+            Some(f) => f,
+            None => {
+                let f = OpenOptions::new()
+                    .append(true)
+                    .open(self.dir.join("kprobe_events"))?;
+                self.events.get_or_init(|| f)
+            }
+        };
         f.write_all(format!("{line}\n").as_bytes())
     }
 
@@ -257,6 +272,21 @@ mod tests {
         assert_eq!(
             refusal(&einval, &t, d.path()),
             "the kernel refused the probe: Invalid fetch argument"
+        );
+    }
+
+    #[test]
+    fn removal_at_exit_writes_through_the_fd_kept_from_set_up() {
+        let d = fake(&[("sys/kernel/tracing/kprobe_events", "")]);
+        let t = find(d.path()).unwrap();
+        t.write_event("p:g/e start_thread").unwrap();
+        // The path is gone (or would now be refused); the kept fd is not.
+        let moved = d.path().join("moved");
+        fs::rename(d.path().join("sys"), &moved).unwrap();
+        t.write_event("-:g/e").unwrap();
+        assert_eq!(
+            fs::read_to_string(moved.join("kernel/tracing/kprobe_events")).unwrap(),
+            "p:g/e start_thread\n-:g/e\n"
         );
     }
 }

@@ -97,6 +97,10 @@ install -m 0755 "$HERE/scenario.sh" "$OVL/opt/vmtest/scenario.sh"
 install -m 0644 "$HERE/execsentry-vmtest.service" "$OVL/etc/systemd/system/execsentry-vmtest.service"
 ln -s ../execsentry-vmtest.service "$OVL/etc/systemd/system/multi-user.target.wants/execsentry-vmtest.service"
 gcc -static -O2 -o "$OVL/opt/vmtest/bin/storm" "$HERE/storm.c"
+# A 32-bit program named like the local rule's marker program.
+mkdir -p "$OVL/opt/vmtest/bin32"
+gcc -m32 -static -nostdlib -ffreestanding -fno-pic -no-pie -O2 -o "$OVL/opt/vmtest/bin32/vmtest-reload" "$HERE/t32.c" ||
+	die "cannot build the 32-bit test program (gcc -m32)"
 # A copied busybox named kubectl: the rules match on the executable's name.
 bb=$(_busybox) || die "no static busybox"
 cp "$bb" "$OVL/opt/vmtest/bin/kubectl"

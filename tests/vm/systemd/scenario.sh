@@ -159,7 +159,10 @@ mode=$(capture_mode)
 info "auto picks $mode on $(uname -r)"
 # What each mode keeps (README, "Start-up and the self-check"): CAP_SYS_ADMIN
 # (21) with fanotify, CAP_SYS_PTRACE (19) and CAP_DAC_READ_SEARCH (2).
-declare -A CAPS=([fanotify]=0000000000280004 [proc]=0000000000080004)
+# kprobe keeps what proc keeps: after its probes and perf fds are set up it
+# needs neither CAP_SYS_ADMIN nor any DAC override (the removal at exit
+# writes through the kprobe_events fd kept from set-up).
+declare -A CAPS=([fanotify]=0000000000280004 [proc]=0000000000080004 [kprobe]=0000000000080004)
 # Every mode this binary offers, each started the way an admin would: a
 # drop-in with `run --capture MODE`.
 modes=$(execsentry run --help | sed -n 's/.*\[possible values: \(.*\)\].*/\1/p' | head -n 1 | tr -d ',')
@@ -347,6 +350,95 @@ cp /tmp/execsentry.toml.good /etc/execsentry/execsentry.toml
 systemctl reset-failed "$UNIT"
 check "starts again with the config restored" timeout 60 systemctl start "$UNIT"
 
+# --- 6b. kprobe under the installed unit, with the shipped `auto` ----------
+# Debian's stock kernel has kprobe events: auto must pick them through the
+# unit's sandbox (kprobe_events writable, perf_event_open allowed, the rings
+# within LimitMEMLOCK=), and every exec must come with its exact argv.
+STEP=6b-kprobe
+TR=/sys/kernel/tracing
+check "auto picks kprobe under the installed unit (ready line: capture=$(capture_mode))" [ "$(capture_mode)" = kprobe ]
+journalctl -u "$UNIT" -o cat --no-pager | grep -E 'kprobe capture|trying fanotify' | tail -n 2 | cut -c1-300 | sed "s/^/info: $STEP: journal: /"
+execsentry status >/tmp/status.txt 2>&1
+info "$(grep -E '^(capture|kernel|capabilities):' /tmp/status.txt | tr -s ' ' | tr '\n' ' ')"
+check "execsentry status: capture kprobe, kprobe active" \
+	bash -c "grep -Eq '^capture: +kprobe$' /tmp/status.txt && grep -q 'kprobe: active' /tmp/status.txt"
+KP_GROUP="execsentry_$(main_pid)_"
+sed -n "/$KP_GROUP/s/^/info: $STEP: kprobe_events: /p" $TR/kprobe_events | cut -c1-200
+check "its probes are defined in $TR/kprobe_events ($(grep -c "$KP_GROUP" $TR/kprobe_events) lines of ${KP_GROUP}*)" \
+	grep -Eq "^r[0-9]*:$KP_GROUP" $TR/kprobe_events
+# N execs with unique, awkward arguments (a space, a tab, UTF-8), each an
+# alert of the local rule from step 5; every one must carry exactly the argv
+# it was given, from kprobe.
+KP_N=200
+rm -f /tmp/tail.kp
+timeout 120 execsentry tail --json >/tmp/tail.kp 2>&1 &
+kp_tail=$!
+# Until the reader is connected: a marker exec until its alert arrives.
+tail_up() {
+	/usr/local/bin/vmtest-reload kp-ready >/dev/null 2>&1
+	sleep 0.5
+	grep -q '"kp-ready"' /tmp/tail.kp
+}
+wait_for 30 tail_up || info "the alert reader did not connect"
+for i in $(seq 1 $KP_N); do
+	/usr/local/bin/vmtest-reload "kp-$i" "a b	c ü" "end-$i" >/dev/null 2>&1
+done
+kp_all() { [ "$(grep -c '"kp-' /tmp/tail.kp)" -ge "$KP_N" ]; }
+wait_for 30 kp_all
+kill "$kp_tail" 2>/dev/null
+wait "$kp_tail" 2>/dev/null
+# process.args is the first "args" of the line (the parent's come later).
+kp=$(awk '
+	(j = index($0, "\"args\":[\"/usr/local/bin/vmtest-reload\",\"kp-")) && !index($0, "kp-ready") {
+		total++
+		if (index($0, "\"args_source\":\"kprobe\"") == 0) next
+		s = substr($0, j + 8); sub(/\].*/, "", s)
+		n = split(s, a, ",")
+		split(a[2], k, "-"); split(a[4], e, "-")
+		if (n == 4 && a[3] == "\"a b\\tc ü\"" && k[2] == e[2] && !(k[2] in ok)) { ok[k[2]] = 1; exact++ }
+	}
+	END { printf "%d %d\n", exact, total }' /tmp/tail.kp)
+if [ "${kp% *}" = "$KP_N" ]; then
+	ok "all $KP_N execs' alerts carry their exact argv with args_source kprobe"
+else
+	fail "exact with args_source kprobe: ${kp% *}/$KP_N (alerts seen: ${kp#* })"
+	miss=""
+	for i in $(seq 1 $KP_N); do grep -q "\"kp-$i\"" /tmp/tail.kp || miss="$miss $i"; done
+	info "no alert for:${miss:0:300}"
+	grep -v kp-ready /tmp/tail.kp | grep -m1 '"kp-' | cut -c1-600 | sed "s/^/info: $STEP: /"
+fi
+# A 32-bit program: the kernel starts it through compat_start_thread. Where
+# the sensor probes that too (its log says so), the argv is kprobe's and
+# exact; otherwise the exec must be flagged (args_truncated, argv from /proc).
+rm -f /tmp/tail.kp32
+timeout 60 execsentry tail --json >/tmp/tail.kp32 2>&1 &
+kp_tail=$!
+sleep 1
+M32="kp32-$RANDOM$RANDOM"
+in_tail32() {
+	"$T/bin32/vmtest-reload" "$M32" "a b" end >/dev/null 2>&1
+	sleep 0.5
+	grep -q "\"$M32\"" /tmp/tail.kp32
+}
+wait_for 20 in_tail32
+kill "$kp_tail" 2>/dev/null
+wait "$kp_tail" 2>/dev/null
+line=$(grep -m1 "\"$M32\"" /tmp/tail.kp32)
+if journalctl -u "$UNIT" -o cat --no-pager | grep 'kprobe capture: probe' | tail -n 1 | grep -q compat_start_thread; then
+	if grep -qF "\"args\":[\"$T/bin32/vmtest-reload\",\"$M32\",\"a b\",\"end\"]" <<<"$line" &&
+		grep -q '"args_source":"kprobe"' <<<"$line" && ! grep -q '"args_truncated":true' <<<"$line"; then
+		ok "a 32-bit exec (compat_start_thread probed): exact argv, args_source kprobe"
+	else
+		fail "32-bit exec with compat_start_thread probed: ${line:0:400}"
+	fi
+elif grep -q '"args_truncated":true' <<<"$line" && grep -q '"args_source":"proc"' <<<"$line"; then
+	ok "a 32-bit exec (compat_start_thread not probed) is flagged: args_truncated, args_source proc"
+else
+	fail "32-bit exec neither exact from kprobe nor flagged: ${line:-no alert}"
+fi
+execsentry status >/tmp/status.txt 2>&1
+info "after the execs: $(grep -E '^losses:' /tmp/status.txt)"
+
 # --- 7. systemctl stop within 1 s during an exec storm ---------------------
 STEP=7-stop
 "$T/bin/storm" 4 >/tmp/storm.out 2>&1 &
@@ -364,6 +456,8 @@ info "$(cat /tmp/storm.out)"
 stop_ms=$((($(prop "$UNIT" InactiveEnterTimestampMonotonic) - $(prop "$UNIT" ActiveExitTimestampMonotonic)) / 1000))
 check "stopped within 1 s: ${stop_ms} ms from SIGTERM to inactive (systemctl stop: ${dt} ms)" [ "$stop_ms" -le 1000 ]
 check "state inactive after stop" [ "$(systemctl is-active "$UNIT")" = inactive ]
+left=$(grep -c execsentry_ $TR/kprobe_events)
+check "the stop left no probe of ours in kprobe_events ($left)" [ "$left" = 0 ]
 max_ms=$(sed -n 's/.*max_ms=\([0-9]*\).*/\1/p' /tmp/storm.out)
 # The bound is the stop's own 1 s: no exec may wait out the stop.
 if [ "$storm_rc" = 0 ] && [ -n "$max_ms" ] && [ "$max_ms" -lt 1000 ]; then
@@ -390,6 +484,7 @@ done
 check "no file left (${left[*]:-none})" [ "${#left[@]}" -eq 0 ]
 check "group execsentry gone" bash -c '! getent group execsentry'
 check "no process left" bash -c '! pgrep -x execsentry'
+check "no probe of ours left in kprobe_events" bash -c "! grep -q execsentry_ $TR/kprobe_events"
 check "systemd no longer knows the unit ($(prop "$UNIT" LoadState))" [ "$(prop "$UNIT" LoadState)" = not-found ]
 check "dpkg no longer knows the package" bash -c '! dpkg-query -W execsentry 2>/dev/null'
 
