@@ -104,6 +104,11 @@ registry! {
     IdentityParseErrors = "identity.parse_errors", Loss, Identity;
     IdentityUnreadable = "identity.unreadable", Loss, Identity;
     IdentityEvictions = "identity.evictions", Cache, Identity;
+    /// Executables on FUSE or network filesystems, read by the worker.
+    IdentitySlowLookups = "identity.slow_lookups", Throughput, Identity;
+    /// Events sent without their identity (`execsentry.stalled`): the
+    /// worker missed its deadline or was still busy with a stalled read.
+    IdentityStalled = "identity.stalled", Loss, Identity;
     // fanotify exec-permission capture.
     FanotifyEvents = "fanotify.events", Throughput, Fanotify;
     FanotifyAnswered = "fanotify.answered", Throughput, Fanotify;
@@ -119,6 +124,11 @@ registry! {
     FanotifyMemfdMarked = "fanotify.memfd_marked", Gauge, Fanotify;
     FanotifyExtraOpens = "fanotify.extra_opens", Throughput, Fanotify;
     FanotifyMalformed = "fanotify.malformed", Loss, Fanotify;
+    /// Events of files on FUSE or network filesystems: answered without
+    /// `fstat` of the file (which would ask its server).
+    FanotifySlowFsEvents = "fanotify.slow_fs_events", Throughput, Fanotify;
+    /// Execs of such files whose `#!` line was not read (no interpreter).
+    FanotifyShebangSkipped = "fanotify.shebang_skipped", Loss, Fanotify;
     // kprobe capture (start_thread return probe, perf rings with the user
     // stack): records read, records the kernel could not write (ring
     // full), undecodable records, argv cut (flagged, completed from /proc).

@@ -16,6 +16,7 @@ use super::{
     MARKED_CONTAINERS_MAX, mounts,
 };
 use crate::event::Event;
+use crate::fsclass::MountClasses;
 
 impl FanotifyCapture {
     /// `guarded`: start the watchdog process, before the first mark (it is
@@ -89,6 +90,9 @@ impl FanotifyCapture {
             timer_armed: false,
             latency: Default::default(),
             tokens: None,
+            mounts: Default::default(),
+            slow_marked: false,
+            slow_fds: Vec::with_capacity(SLOTS),
         };
         if guarded {
             let wd = Watchdog::start(c.group.as_raw_fd()).map_err(|source| FanotifyError::Io {
@@ -102,6 +106,7 @@ impl FanotifyCapture {
             source,
         })?;
         let mut last_err = None;
+        c.mounts = MountClasses::new(&mounts::parse(&text));
         c.mark_targets(b"", &mounts::targets(&mounts::parse(&text)), &mut last_err);
         c.mark_memfd_filesystem();
         if c.marked.is_empty() {
@@ -148,9 +153,11 @@ impl FanotifyCapture {
                 return;
             }
         };
-        let targets = mounts::targets(&mounts::parse(&text));
-        let live: BTreeSet<(u32, u32)> = mounts::parse(&text).iter().map(|m| m.dev).collect();
+        let parsed = mounts::parse(&text);
+        let targets = mounts::targets(&parsed);
+        let live: BTreeSet<(u32, u32)> = parsed.iter().map(|m| m.dev).collect();
         self.marked.retain(|d| live.contains(d));
+        self.mounts = MountClasses::new(&parsed);
         let mut last = None;
         self.mark_targets(b"", &targets, &mut last);
     }
@@ -181,18 +188,24 @@ impl FanotifyCapture {
                 continue;
             }
             // Prefer a mount point that really shows this superblock (the
-            // first may be over-mounted); else try them all in order.
+            // first may be over-mounted); else try them all in order. Not
+            // for a slow filesystem: `stat` of its root is a request to its
+            // server (the mark itself asks nothing: the path walk ends on
+            // the mount, in the parent filesystem).
             let mut paths: Vec<Vec<u8>> = t
                 .mounts
                 .iter()
                 .map(|(_, mp)| [prefix, mp.as_slice()].concat())
                 .collect();
-            paths.sort_by_key(|p| dev_of(p) != Some(t.dev));
+            if !t.slow {
+                paths.sort_by_key(|p| dev_of(p) != Some(t.dev));
+            }
             for p in paths {
                 match self.mark(&p) {
                     Ok(()) => {
                         self.stats.marks += 1;
                         self.marked.insert(t.dev);
+                        self.slow_marked |= t.slow;
                         log::debug!(
                             "fanotify: marked {} ({})",
                             String::from_utf8_lossy(&p),

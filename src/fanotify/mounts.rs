@@ -47,6 +47,50 @@ const NEVER_EXEC: &[&[u8]] = &[
     b"nfsd",
 ];
 
+/// Filesystems whose reads and even `stat` are answered by a process (FUSE:
+/// any user can mount one) or a server over the network: the sensor must
+/// never wait on them from its loop. Told from the mountinfo type alone,
+/// which costs them no request. `fuse.<subtype>` (sshfs, rclone, s3fs,
+/// gocryptfs, fuse-overlayfs) is matched by prefix.
+const SLOW: &[&[u8]] = &[
+    b"fuse",
+    b"fuseblk",
+    b"virtiofs",
+    b"nfs",
+    b"nfs4",
+    b"cifs",
+    b"smb3",
+    b"smbfs",
+    b"9p",
+    b"ceph",
+    b"glusterfs",
+    b"afs",
+    b"coda",
+    b"ncpfs",
+    b"lustre",
+    b"orangefs",
+    b"pvfs2",
+    b"gpfs",
+    b"beegfs",
+    b"davfs",
+];
+
+/// Whether files of this filesystem type may be slow or never answer
+/// (FUSE, network filesystems). PURE.
+pub fn slow_type(fstype: &[u8]) -> bool {
+    SLOW.contains(&fstype) || fstype.starts_with(b"fuse.") || fstype.starts_with(b"fuseblk.")
+}
+
+/// Whether `path` lies strictly below one of `slow_points`: reaching it
+/// walks through that filesystem's directories (each a possible request).
+/// PURE.
+pub fn behind_slow(path: &[u8], slow_points: &[&[u8]]) -> bool {
+    slow_points.iter().any(|s| {
+        *s != path
+            && (*s == b"/" || (path.starts_with(s) && path.get(s.len()) == Some(&b'/')))
+    })
+}
+
 /// Parses one mountinfo line; `None` for a malformed line (skipped, never
 /// trusted half-way).
 ///
@@ -104,16 +148,24 @@ pub fn exec_capable_type(fstype: &[u8]) -> bool {
 pub struct Target {
     pub dev: (u32, u32),
     pub fstype: Vec<u8>,
+    /// A [`slow_type`]: never `stat`ed through its mount points.
+    pub slow: bool,
     /// `(mount_id, mount_point)` candidates.
     pub mounts: Vec<(u64, Vec<u8>)>,
 }
 
 /// The superblocks worth marking: an exec-capable type mounted at least once
 /// without `noexec` (an exec through that mount is possible, and the mark
-/// covers the superblock anyway).
+/// covers the superblock anyway). Mount points below a [`slow_type`] mount
+/// are left out: the path walk to them would ask that filesystem.
 pub fn targets(mounts: &[Mount]) -> Vec<Target> {
     let mut by_dev: BTreeMap<(u32, u32), Target> = BTreeMap::new();
     let mut order = Vec::new();
+    let slow_points: Vec<&[u8]> = mounts
+        .iter()
+        .filter(|m| slow_type(&m.fstype))
+        .map(|m| m.mount_point.as_slice())
+        .collect();
     for m in mounts {
         if !exec_capable_type(&m.fstype) {
             continue;
@@ -123,10 +175,11 @@ pub fn targets(mounts: &[Mount]) -> Vec<Target> {
             Target {
                 dev: m.dev,
                 fstype: m.fstype.clone(),
+                slow: slow_type(&m.fstype),
                 mounts: Vec::new(),
             }
         });
-        if !m.noexec {
+        if !m.noexec && !behind_slow(&m.mount_point, &slow_points) {
             t.mounts.push((m.mount_id, m.mount_point.clone()));
         }
     }
@@ -223,6 +276,55 @@ mod tests {
         assert_eq!(devs, [(259, 1), (0, 5), (0, 24), (0, 26), (0, 27)]);
         assert_eq!(t[0].mounts, [(22, b"/".to_vec())]);
         assert_eq!(t[4].mounts, [(32, b"/tmp2".to_vec())]);
+    }
+
+    #[test]
+    fn slow_filesystems_are_told_by_type() {
+        for t in [
+            &b"fuse"[..],
+            b"fuseblk",
+            b"fuse.sshfs",
+            b"fuse.fuse-overlayfs",
+            b"nfs",
+            b"nfs4",
+            b"cifs",
+            b"smb3",
+            b"9p",
+            b"ceph",
+            b"glusterfs",
+            b"virtiofs",
+        ] {
+            assert!(slow_type(t), "{}", String::from_utf8_lossy(t));
+        }
+        for t in [&b"ext4"[..], b"tmpfs", b"overlay", b"xfs", b"fusectl", b"fuse2x"] {
+            assert!(!slow_type(t), "{}", String::from_utf8_lossy(t));
+        }
+    }
+
+    #[test]
+    fn mount_points_behind_a_slow_mount_are_not_walked() {
+        let text = b"\
+22 1 259:1 / / rw - ext4 /dev/sda1 rw
+40 22 0:50 / /mnt/sshfs rw,nosuid - fuse.sshfs u@h:/ rw,user_id=0
+41 40 0:51 / /mnt/sshfs/tmp rw - tmpfs tmpfs rw
+42 22 0:51 / /srv/tmp rw - tmpfs tmpfs rw
+43 22 0:52 / /mnt/sshfs2 rw - tmpfs tmpfs rw
+44 40 0:53 / /mnt/sshfs/only rw - tmpfs tmpfs rw
+";
+        let t = targets(&parse(text));
+        let by_dev = |d| t.iter().find(|t| t.dev == d);
+        let fuse = by_dev((0, 50)).unwrap();
+        assert!(fuse.slow);
+        assert_eq!(fuse.mounts, [(40, b"/mnt/sshfs".to_vec())]);
+        // Reachable elsewhere: only that mount point is kept.
+        assert_eq!(by_dev((0, 51)).unwrap().mounts, [(42, b"/srv/tmp".to_vec())]);
+        assert!(!by_dev((0, 51)).unwrap().slow);
+        // A sibling whose name merely starts the same is not behind it.
+        assert_eq!(by_dev((0, 52)).unwrap().mounts.len(), 1);
+        // Reachable only through the slow mount: not marked at all.
+        assert!(by_dev((0, 53)).is_none());
+        assert!(behind_slow(b"/a/b", &[b"/"]));
+        assert!(!behind_slow(b"/", &[b"/"]));
     }
 
     #[test]
