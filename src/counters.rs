@@ -124,11 +124,10 @@ registry! {
     FanotifyMemfdMarked = "fanotify.memfd_marked", Gauge, Fanotify;
     FanotifyExtraOpens = "fanotify.extra_opens", Throughput, Fanotify;
     FanotifyMalformed = "fanotify.malformed", Loss, Fanotify;
-    /// Events of files on FUSE or network filesystems: answered without
-    /// `fstat` of the file (which would ask its server).
-    FanotifySlowFsEvents = "fanotify.slow_fs_events", Throughput, Fanotify;
-    /// Execs of such files whose `#!` line was not read (no interpreter).
-    FanotifyShebangSkipped = "fanotify.shebang_skipped", Loss, Fanotify;
+    /// FUSE and network filesystems left unmarked: reading an event of
+    /// theirs would open the file, a request to their server, inside our
+    /// read. Their execs are seen by the proc connector alone.
+    FanotifySlowUnmarked = "fanotify.slow_unmarked", Gauge, Fanotify;
     // kprobe capture (start_thread return probe, perf rings with the user
     // stack): records read, records the kernel could not write (ring
     // full), undecodable records, argv cut (flagged, completed from /proc).

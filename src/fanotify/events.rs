@@ -298,17 +298,10 @@ impl FanotifyCapture {
         capture: Option<ExecCapture>,
         out: &mut Vec<ExecCapture>,
     ) {
-        let slow = self.take_slow(fd);
         if let Some(mut c) = capture {
-            if slow {
-                // Its server answers our reads whenever it likes; the
-                // kernel reads the line itself right after our answer.
-                self.stats.shebang_skipped += 1;
-            } else {
-                // SAFETY: the event fd is open until the close below.
-                let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
-                c.interpreter = shebang(bfd);
-            }
+            // SAFETY: the event fd is open until the close below.
+            let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
+            c.interpreter = shebang(bfd);
             if c.interpreter.is_some()
                 && let Some(k) = self.recent.get_mut(&c.pid)
             {

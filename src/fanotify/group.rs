@@ -16,7 +16,6 @@ use super::{
     MARKED_CONTAINERS_MAX, mounts,
 };
 use crate::event::Event;
-use crate::fsclass::MountClasses;
 
 impl FanotifyCapture {
     /// `guarded`: start the watchdog process, before the first mark (it is
@@ -90,9 +89,7 @@ impl FanotifyCapture {
             timer_armed: false,
             latency: Default::default(),
             tokens: None,
-            mounts: Default::default(),
-            slow_marked: false,
-            slow_fds: Vec::with_capacity(SLOTS),
+            slow_unmarked: Default::default(),
         };
         if guarded {
             let wd = Watchdog::start(c.group.as_raw_fd()).map_err(|source| FanotifyError::Io {
@@ -106,8 +103,9 @@ impl FanotifyCapture {
             source,
         })?;
         let mut last_err = None;
-        c.mounts = MountClasses::new(&mounts::parse(&text));
-        c.mark_targets(b"", &mounts::targets(&mounts::parse(&text)), &mut last_err);
+        let parsed = mounts::parse(&text);
+        c.slow_unmarked.0 = mounts::slow_devs(&parsed);
+        c.mark_targets(b"", &mounts::targets(&parsed), &mut last_err);
         c.mark_memfd_filesystem();
         if c.marked.is_empty() {
             let e = last_err.unwrap_or_else(|| io::ErrorKind::NotFound.into());
@@ -157,7 +155,7 @@ impl FanotifyCapture {
         let targets = mounts::targets(&parsed);
         let live: BTreeSet<(u32, u32)> = parsed.iter().map(|m| m.dev).collect();
         self.marked.retain(|d| live.contains(d));
-        self.mounts = MountClasses::new(&parsed);
+        self.slow_unmarked.0 = mounts::slow_devs(&parsed);
         let mut last = None;
         self.mark_targets(b"", &targets, &mut last);
     }
@@ -169,11 +167,13 @@ impl FanotifyCapture {
         let text = read_mountinfo(&format!("/proc/{pid}/mountinfo"))?;
         let prefix = format!("/proc/{pid}/root");
         let mut last = None;
-        self.mark_targets(
-            prefix.as_bytes(),
-            &mounts::targets(&mounts::parse(&text)),
-            &mut last,
-        );
+        let parsed = mounts::parse(&text);
+        let containers = &mut self.slow_unmarked.1;
+        if containers.len() >= MARKED_CONTAINERS_MAX {
+            containers.clear();
+        }
+        containers.extend(mounts::slow_devs(&parsed));
+        self.mark_targets(prefix.as_bytes(), &mounts::targets(&parsed), &mut last);
         Ok(())
     }
 
@@ -188,24 +188,20 @@ impl FanotifyCapture {
                 continue;
             }
             // Prefer a mount point that really shows this superblock (the
-            // first may be over-mounted); else try them all in order. Not
-            // for a slow filesystem: `stat` of its root is a request to its
-            // server (the mark itself asks nothing: the path walk ends on
-            // the mount, in the parent filesystem).
+            // first may be over-mounted); else try them all in order.
+            // `targets` left out the mount points whose path walk would ask
+            // a slow filesystem.
             let mut paths: Vec<Vec<u8>> = t
                 .mounts
                 .iter()
                 .map(|(_, mp)| [prefix, mp.as_slice()].concat())
                 .collect();
-            if !t.slow {
-                paths.sort_by_key(|p| dev_of(p) != Some(t.dev));
-            }
+            paths.sort_by_key(|p| dev_of(p) != Some(t.dev));
             for p in paths {
                 match self.mark(&p) {
                     Ok(()) => {
                         self.stats.marks += 1;
                         self.marked.insert(t.dev);
-                        self.slow_marked |= t.slow;
                         log::debug!(
                             "fanotify: marked {} ({})",
                             String::from_utf8_lossy(&p),

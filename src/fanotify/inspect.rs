@@ -9,7 +9,6 @@ use std::os::unix::fs::FileExt;
 use super::remote::{self, ExecCall, ProcessMem, SyscallState};
 use super::{ExecCapture, FanotifyCapture, RawEvent, Verdict};
 use crate::capture::ArgsSource;
-use crate::fsclass::{self, FsClass};
 use crate::identity::FileKey;
 
 /// Whether to `sched_yield` once when a task reads `running` before
@@ -131,14 +130,8 @@ impl FanotifyCapture {
         state: Option<SyscallState>,
         tid: u32,
     ) -> Option<ExecCapture> {
-        // fstat of a file on a slow filesystem is a request to its server.
-        let slow = self.slow_id(ev.fd, pid);
-        let stat = if slow.is_some() {
-            None
-        } else {
-            file_stat(ev.fd)
-        };
-        let file = slow.unwrap_or_else(|| stat.map_or((0, 0), |k| (k.dev, k.ino)));
+        let stat = file_stat(ev.fd);
+        let file = stat.map_or((0, 0), |k| (k.dev, k.ino));
         let call = state.and_then(remote::exec_call);
         let mut cap = ExecCapture {
             pid,
@@ -175,7 +168,7 @@ impl FanotifyCapture {
                     self.stats.extra_opens += 1;
                     let loader_turn = prev.extras == u8::from(prev.script);
                     prev.extras = prev.extras.saturating_add(1);
-                    if loader_turn && slow.is_none() {
+                    if loader_turn {
                         self.ignore_loader(ev.fd);
                     }
                     return None;
@@ -323,54 +316,9 @@ fn fd_path(fd: RawFd) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-impl FanotifyCapture {
-    /// `Some((dev, ino))` when the event's file is on a slow (FUSE,
-    /// network) filesystem, told from its fdinfo and the mount tables, which
-    /// ask that filesystem nothing; the fd is remembered (see
-    /// [`take_slow`](Self::take_slow)). Costs nothing while no slow
-    /// filesystem is marked: events only come from marked ones.
-    fn slow_id(&mut self, fd: RawFd, pid: u32) -> Option<(u64, u64)> {
-        if !self.slow_marked {
-            return None;
-        }
-        let info = fsclass::fd_mount(fd);
-        let class = match info.mnt_id {
-            // A mount of another namespace (a container's): its own table.
-            Some(id) => self
-                .mounts
-                .class(id)
-                .or_else(|| fsclass::pid_mount_class(std::path::Path::new("/proc"), pid, id)),
-            None => None,
-        };
-        if class == Some(FsClass::Local) {
-            return None;
-        }
-        self.stats.slow_fs_events += 1;
-        if self.slow_fds.len() >= 2 * super::watchdog::SLOTS {
-            self.slow_fds.clear(); // cannot happen: each is taken at its close
-        }
-        self.slow_fds.push(fd);
-        let dev = info
-            .mnt_id
-            .and_then(|id| self.mounts.dev(id))
-            .map_or(0, |(ma, mi)| libc::makedev(ma, mi));
-        Some((dev, info.ino.unwrap_or(0)))
-    }
-
-    /// Whether `fd` (about to be closed) was found on a slow filesystem.
-    pub(super) fn take_slow(&mut self, fd: RawFd) -> bool {
-        match self.slow_fds.iter().position(|&f| f == fd) {
-            Some(i) => {
-                self.slow_fds.swap_remove(i);
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-/// The interpreter of a `#!` script, from its first bytes. Never called
-/// for a file on a slow filesystem (the caller checks [`FsClass`]). The kernel
+/// The interpreter of a `#!` script, from its first bytes. The file is on
+/// a local filesystem: slow ones are never marked (see `mounts::targets`),
+/// so no event fd refers to their files. The kernel
 /// (binfmt_script) reads the same line right after our answer.
 pub(super) fn shebang(fd: BorrowedFd<'_>) -> Option<Vec<u8>> {
     // Borrow the fd as a File without taking ownership of it.

@@ -83,10 +83,6 @@ pub struct FanotifyStats {
     pub queue_overflows: u64,
     /// Records that could not be decoded (answered, if they had an fd).
     pub malformed: u64,
-    /// Events of files on FUSE or network filesystems (never `fstat`ed).
-    pub slow_fs_events: u64,
-    /// Of those, the execs whose `#!` line was not read.
-    pub shebang_skipped: u64,
 }
 
 /// Why a capture could not be opened; the message says what the kernel
@@ -155,15 +151,10 @@ pub struct FanotifyCapture {
     latency: latency::Latency,
     /// The mio tokens of the group fd (and timer) and of the mount table.
     tokens: Option<(Token, Token)>,
-    /// Our mount table by mount id, to tell an event's filesystem.
-    mounts: crate::fsclass::MountClasses,
-    /// Whether some marked filesystem is slow (FUSE, network): only then
-    /// is an event's filesystem looked up (its fdinfo), else nothing is
-    /// added to an event's path.
-    slow_marked: bool,
-    /// Event fds of the current batch (and deferred set) found on a slow
-    /// filesystem: their content is not read from the loop.
-    slow_fds: Vec<RawFd>,
+    /// FUSE and network superblocks left unmarked (see `mounts::targets`):
+    /// the host's (re-read with the mount table), and those seen in
+    /// containers whose mounts were marked (bounded, never re-read).
+    slow_unmarked: (BTreeSet<(u32, u32)>, BTreeSet<(u32, u32)>),
 }
 
 impl FanotifyCapture {
@@ -308,8 +299,10 @@ impl CaptureSource for FanotifyCapture {
             (Counter::FanotifyExtraOpens, f.extra_opens),
             (Counter::FanotifyQueueOverflows, f.queue_overflows),
             (Counter::FanotifyMalformed, f.malformed),
-            (Counter::FanotifySlowFsEvents, f.slow_fs_events),
-            (Counter::FanotifyShebangSkipped, f.shebang_skipped),
+            (
+                Counter::FanotifySlowUnmarked,
+                self.slow_unmarked.0.union(&self.slow_unmarked.1).count() as u64,
+            ),
         ] {
             out.set(c, v);
         }

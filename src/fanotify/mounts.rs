@@ -6,7 +6,7 @@
 //! (bind mounts included) it is reached through, so the unit of choice is the
 //! device number (`major:minor`, field 3), not the mount.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One line of mountinfo, the fields this module needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,16 +148,20 @@ pub fn exec_capable_type(fstype: &[u8]) -> bool {
 pub struct Target {
     pub dev: (u32, u32),
     pub fstype: Vec<u8>,
-    /// A [`slow_type`]: never `stat`ed through its mount points.
-    pub slow: bool,
     /// `(mount_id, mount_point)` candidates.
     pub mounts: Vec<(u64, Vec<u8>)>,
 }
 
 /// The superblocks worth marking: an exec-capable type mounted at least once
 /// without `noexec` (an exec through that mount is possible, and the mark
-/// covers the superblock anyway). Mount points below a [`slow_type`] mount
-/// are left out: the path walk to them would ask that filesystem.
+/// covers the superblock anyway).
+///
+/// Never a [`slow_type`]: reading an event makes the kernel open its file
+/// in the reader (the loop), and opening a FUSE or network file is a
+/// request to its server, which can hold the loop — and the exec, whose
+/// event is then neither queued for the watchdog nor answered — forever.
+/// Their execs are seen by the proc connector alone. Mount points below a
+/// slow mount are left out too: the path walk to them would ask it.
 pub fn targets(mounts: &[Mount]) -> Vec<Target> {
     let mut by_dev: BTreeMap<(u32, u32), Target> = BTreeMap::new();
     let mut order = Vec::new();
@@ -167,7 +171,7 @@ pub fn targets(mounts: &[Mount]) -> Vec<Target> {
         .map(|m| m.mount_point.as_slice())
         .collect();
     for m in mounts {
-        if !exec_capable_type(&m.fstype) {
+        if !exec_capable_type(&m.fstype) || slow_type(&m.fstype) {
             continue;
         }
         let t = by_dev.entry(m.dev).or_insert_with(|| {
@@ -175,7 +179,6 @@ pub fn targets(mounts: &[Mount]) -> Vec<Target> {
             Target {
                 dev: m.dev,
                 fstype: m.fstype.clone(),
-                slow: slow_type(&m.fstype),
                 mounts: Vec::new(),
             }
         });
@@ -187,6 +190,15 @@ pub fn targets(mounts: &[Mount]) -> Vec<Target> {
         .into_iter()
         .filter_map(|d| by_dev.remove(&d))
         .filter(|t| !t.mounts.is_empty())
+        .collect()
+}
+
+/// The slow superblocks of a mount table (left unmarked by [`targets`]).
+pub fn slow_devs(mounts: &[Mount]) -> BTreeSet<(u32, u32)> {
+    mounts
+        .iter()
+        .filter(|m| slow_type(&m.fstype))
+        .map(|m| m.dev)
         .collect()
 }
 
@@ -313,12 +325,11 @@ mod tests {
 ";
         let t = targets(&parse(text));
         let by_dev = |d| t.iter().find(|t| t.dev == d);
-        let fuse = by_dev((0, 50)).unwrap();
-        assert!(fuse.slow);
-        assert_eq!(fuse.mounts, [(40, b"/mnt/sshfs".to_vec())]);
+        // The slow filesystem itself is never marked, but counted.
+        assert!(by_dev((0, 50)).is_none());
+        assert_eq!(slow_devs(&parse(text)).into_iter().collect::<Vec<_>>(), [(0, 50)]);
         // Reachable elsewhere: only that mount point is kept.
         assert_eq!(by_dev((0, 51)).unwrap().mounts, [(42, b"/srv/tmp".to_vec())]);
-        assert!(!by_dev((0, 51)).unwrap().slow);
         // A sibling whose name merely starts the same is not behind it.
         assert_eq!(by_dev((0, 52)).unwrap().mounts.len(), 1);
         // Reachable only through the slow mount: not marked at all.
