@@ -244,7 +244,8 @@ mod tests {
         assert_eq!(parse_fdinfo(b"pos:\t0\nflags:\t0\n"), FdInfo::default());
         assert_eq!(parse_fdinfo(b"mnt_id:\tx\nino 5\n"), FdInfo::default());
         // A fanotify group's own fdinfo has more lines; they are ignored.
-        let fan = b"pos:\t0\nflags:\t04002\nmnt_id:\t15\nino:\t1\nfanotify flags:10 event-flags:0\n";
+        let fan =
+            b"pos:\t0\nflags:\t04002\nmnt_id:\t15\nino:\t1\nfanotify flags:10 event-flags:0\n";
         assert_eq!(parse_fdinfo(fan).mnt_id, Some(15));
     }
 

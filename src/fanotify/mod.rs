@@ -121,6 +121,9 @@ const DEFER_MAX: usize = 16;
 /// Container ids whose mounts were already marked.
 const MARKED_CONTAINERS_MAX: usize = 4_096;
 
+/// Superblock device numbers (major, minor).
+type Devs = BTreeSet<(u32, u32)>;
+
 /// The fanotify exec-permission capture.
 pub struct FanotifyCapture {
     // Field order matters: the watchdog (which writes to the group fd) is
@@ -154,7 +157,7 @@ pub struct FanotifyCapture {
     /// FUSE and network superblocks left unmarked (see `mounts::targets`):
     /// the host's (re-read with the mount table), and those seen in
     /// containers whose mounts were marked (bounded, never re-read).
-    slow_unmarked: (BTreeSet<(u32, u32)>, BTreeSet<(u32, u32)>),
+    slow_unmarked: (Devs, Devs),
 }
 
 impl FanotifyCapture {

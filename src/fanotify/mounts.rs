@@ -86,8 +86,7 @@ pub fn slow_type(fstype: &[u8]) -> bool {
 /// PURE.
 pub fn behind_slow(path: &[u8], slow_points: &[&[u8]]) -> bool {
     slow_points.iter().any(|s| {
-        *s != path
-            && (*s == b"/" || (path.starts_with(s) && path.get(s.len()) == Some(&b'/')))
+        *s != path && (*s == b"/" || (path.starts_with(s) && path.get(s.len()) == Some(&b'/')))
     })
 }
 
@@ -308,7 +307,14 @@ mod tests {
         ] {
             assert!(slow_type(t), "{}", String::from_utf8_lossy(t));
         }
-        for t in [&b"ext4"[..], b"tmpfs", b"overlay", b"xfs", b"fusectl", b"fuse2x"] {
+        for t in [
+            &b"ext4"[..],
+            b"tmpfs",
+            b"overlay",
+            b"xfs",
+            b"fusectl",
+            b"fuse2x",
+        ] {
             assert!(!slow_type(t), "{}", String::from_utf8_lossy(t));
         }
     }
@@ -327,9 +333,15 @@ mod tests {
         let by_dev = |d| t.iter().find(|t| t.dev == d);
         // The slow filesystem itself is never marked, but counted.
         assert!(by_dev((0, 50)).is_none());
-        assert_eq!(slow_devs(&parse(text)).into_iter().collect::<Vec<_>>(), [(0, 50)]);
+        assert_eq!(
+            slow_devs(&parse(text)).into_iter().collect::<Vec<_>>(),
+            [(0, 50)]
+        );
         // Reachable elsewhere: only that mount point is kept.
-        assert_eq!(by_dev((0, 51)).unwrap().mounts, [(42, b"/srv/tmp".to_vec())]);
+        assert_eq!(
+            by_dev((0, 51)).unwrap().mounts,
+            [(42, b"/srv/tmp".to_vec())]
+        );
         // A sibling whose name merely starts the same is not behind it.
         assert_eq!(by_dev((0, 52)).unwrap().mounts.len(), 1);
         // Reachable only through the slow mount: not marked at all.

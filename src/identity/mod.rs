@@ -400,7 +400,12 @@ fn fstat_key(fd: &OwnedFd) -> Option<FileKey> {
 
 /// Identifies an opened executable of `size` bytes: the facts, and whether
 /// its ELF or build info was malformed.
-fn identify_known(file: &File, size: u64, cfg: &IdentityConfig, tools: &ToolTable) -> (Known, bool) {
+fn identify_known(
+    file: &File,
+    size: u64,
+    cfg: &IdentityConfig,
+    tools: &ToolTable,
+) -> (Known, bool) {
     let (exe, err) = match identify(&FileAt { file, len: size }, tools) {
         Ok(x) => (x, false),
         Err(e) => {

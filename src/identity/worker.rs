@@ -185,8 +185,8 @@ fn run(cfg: IdentityConfig, tools: ToolTable, jobs: Receiver<Job>, replies: Sync
     while let Ok(job) = jobs.recv() {
         let (known, parse_error) = match identify_fd(&job.fd, &cfg, &tools, &mut cache) {
             Some((key, known, err)) => {
-                if !cache.contains_key(&key) {
-                    cache.insert(key, Arc::clone(&known));
+                if let std::collections::hash_map::Entry::Vacant(e) = cache.entry(key) {
+                    e.insert(Arc::clone(&known));
                     order.push_back(key);
                     if order.len() > CACHE_MAX
                         && let Some(old) = order.pop_front()
@@ -241,7 +241,10 @@ mod tests {
         let mut b = WaitBudget::new(Duration::from_millis(100));
         assert_eq!(b.left(t0), Duration::from_millis(100));
         b.charge(Duration::from_millis(70));
-        assert_eq!(b.left(t0 + Duration::from_millis(10)), Duration::from_millis(30));
+        assert_eq!(
+            b.left(t0 + Duration::from_millis(10)),
+            Duration::from_millis(30)
+        );
         b.charge(Duration::from_millis(50));
         assert_eq!(b.left(t0 + Duration::from_millis(20)), Duration::ZERO);
         assert_eq!(
