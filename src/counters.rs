@@ -128,6 +128,9 @@ registry! {
     /// theirs would open the file, a request to their server, inside our
     /// read. Their execs are seen by the proc connector alone.
     FanotifySlowUnmarked = "fanotify.slow_unmarked", Gauge, Fanotify;
+    /// argv left unread: it lay in untouched pages of a file on a FUSE or
+    /// network filesystem, which our read would have asked for them.
+    FanotifyArgvSlowPages = "fanotify.argv_slow_pages", Loss, Fanotify;
     // kprobe capture (start_thread return probe, perf rings with the user
     // stack): records read, records the kernel could not write (ring
     // full), undecodable records, argv cut (flagged, completed from /proc).

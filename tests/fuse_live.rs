@@ -6,7 +6,9 @@
 //! served, so the kernel is never stuck.
 //!
 //! In both capture modes: the execs from the FUSE mount complete and are
-//! reported, the busybox one marked `execsentry.stalled: ["identity"]`; a
+//! reported, the busybox one marked `execsentry.stalled: ["identity"]`; an
+//! exec of a host program (/bin/sh) whose argv lies in untouched pages of a FUSE file
+//! completes and is reported (fanotify leaves those pages alone); a
 //! storm of host execs started while the sensor's read is stalled is
 //! reported in full (argv, identity hash); `status` counts the stall; and
 //! the server's log shows that the loop thread itself never sent the
@@ -219,6 +221,45 @@ fn loop_is_not_stalled_by_fuse(capture: &str) {
         "no event for the FUSE script"
     );
     let _ = child.wait();
+
+    // An exec whose argv lies in pages of a FUSE file nobody touched yet:
+    // reading it would fault them in with a request from the loop. It is
+    // left to the kernel (which faults them in as the exec'ing task), and
+    // the exec is reported with argv from /proc.
+    let t = Instant::now();
+    let st = Command::new("python3")
+        .arg(repo_root().join("tests/support/stallfs.py"))
+        .arg("exec-argv")
+        .arg(fs.mnt.join("argv.bin"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "the exec with argv on FUSE failed: {st}");
+    let argv_took = t.elapsed();
+    assert!(
+        argv_took < Duration::from_secs(10),
+        "the exec with argv on FUSE took {argv_took:?}"
+    );
+    let ev = sensor
+        .wait_for(|v| is_event_with(v, "argv-from-fuse"), WAIT)
+        .expect("no event for the exec with argv on FUSE");
+    assert_eq!(
+        args_of(&ev),
+        ["/bin/sh", "-c", "sleep 1", "argv-from-fuse"],
+        "{ev}"
+    );
+    if capture == "fanotify" {
+        assert_ne!(
+            json_str(&ev, "execsentry.args_source"),
+            Some("fanotify"),
+            "{ev}"
+        );
+        let st = status_json(&control);
+        assert!(
+            counter(&st, "fanotify.argv_slow_pages") >= 1,
+            "{}",
+            st["counters"]
+        );
+    }
 
     // A storm of host execs, all while the worker still waits: every one
     // reported with its argv and its identity (hash), none marked.

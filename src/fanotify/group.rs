@@ -90,6 +90,7 @@ impl FanotifyCapture {
             latency: Default::default(),
             tokens: None,
             slow_unmarked: Default::default(),
+            local_devs: Default::default(),
         };
         if guarded {
             let wd = Watchdog::start(c.group.as_raw_fd()).map_err(|source| FanotifyError::Io {
@@ -105,6 +106,7 @@ impl FanotifyCapture {
         let mut last_err = None;
         let parsed = mounts::parse(&text);
         c.slow_unmarked.0 = mounts::slow_devs(&parsed);
+        c.local_devs[0] = mounts::local_devs(&parsed);
         c.mark_targets(b"", &mounts::targets(&parsed), &mut last_err);
         c.mark_memfd_filesystem();
         if c.marked.is_empty() {
@@ -156,6 +158,7 @@ impl FanotifyCapture {
         let live: BTreeSet<(u32, u32)> = parsed.iter().map(|m| m.dev).collect();
         self.marked.retain(|d| live.contains(d));
         self.slow_unmarked.0 = mounts::slow_devs(&parsed);
+        self.local_devs[0] = mounts::local_devs(&parsed);
         let mut last = None;
         self.mark_targets(b"", &targets, &mut last);
     }
@@ -173,6 +176,11 @@ impl FanotifyCapture {
             containers.clear();
         }
         containers.extend(mounts::slow_devs(&parsed));
+        let local = &mut self.local_devs[1];
+        if local.len() >= MARKED_CONTAINERS_MAX {
+            local.clear();
+        }
+        local.extend(mounts::local_devs(&parsed));
         self.mark_targets(prefix.as_bytes(), &mounts::targets(&parsed), &mut last);
         Ok(())
     }

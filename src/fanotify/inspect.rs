@@ -203,7 +203,9 @@ impl FanotifyCapture {
     }
 
     fn read_args(&mut self, tid: u32, call: &ExecCall, cap: &mut ExecCapture) {
-        let mut mem = ProcessMem::new(tid);
+        // argv lives in pages the task chose: none of a FUSE file is faulted
+        // in by us (see `pageguard`).
+        let mut mem = ProcessMem::guarded(tid, &self.local_devs);
         // Only when `sensor.capture_env_vars` names variables: the
         // environment is read the same way as argv, within the same budget.
         if self.opts.env && call.envp != 0 {
@@ -230,6 +232,7 @@ impl FanotifyCapture {
                 log::debug!("argv of {tid}: {e}");
             }
         }
+        self.stats.argv_slow_pages += mem.refused();
     }
 
     /// `/proc/<pid>/syscall`. When another thread than the leader execs,

@@ -24,6 +24,7 @@ mod group;
 mod inspect;
 mod latency;
 pub mod mounts;
+pub mod pageguard;
 pub mod remote;
 pub mod watchdog;
 
@@ -83,6 +84,9 @@ pub struct FanotifyStats {
     pub queue_overflows: u64,
     /// Records that could not be decoded (answered, if they had an fd).
     pub malformed: u64,
+    /// argv not read because reading it would have faulted in pages of a
+    /// file on a FUSE or network filesystem (argv then comes from /proc).
+    pub argv_slow_pages: u64,
 }
 
 /// Why a capture could not be opened; the message says what the kernel
@@ -158,6 +162,9 @@ pub struct FanotifyCapture {
     /// the host's (re-read with the mount table), and those seen in
     /// containers whose mounts were marked (bounded, never re-read).
     slow_unmarked: (Devs, Devs),
+    /// Local superblocks (host's, and containers' once marked): argv in
+    /// pages of files elsewhere is not faulted in by our reads.
+    local_devs: [Devs; 2],
 }
 
 impl FanotifyCapture {
@@ -302,6 +309,7 @@ impl CaptureSource for FanotifyCapture {
             (Counter::FanotifyExtraOpens, f.extra_opens),
             (Counter::FanotifyQueueOverflows, f.queue_overflows),
             (Counter::FanotifyMalformed, f.malformed),
+            (Counter::FanotifyArgvSlowPages, f.argv_slow_pages),
             (
                 Counter::FanotifySlowUnmarked,
                 self.slow_unmarked.0.union(&self.slow_unmarked.1).count() as u64,

@@ -201,6 +201,16 @@ pub fn slow_devs(mounts: &[Mount]) -> BTreeSet<(u32, u32)> {
         .collect()
 }
 
+/// The superblocks of a mount table that are not [`slow_type`]. Kept
+/// apart from [`slow_devs`]: a device no table names is neither.
+pub fn local_devs(mounts: &[Mount]) -> BTreeSet<(u32, u32)> {
+    mounts
+        .iter()
+        .filter(|m| !slow_type(&m.fstype))
+        .map(|m| m.dev)
+        .collect()
+}
+
 /// Undoes the kernel's octal escaping of space, tab, newline and backslash
 /// (`\040`, `\011`, `\012`, `\134`) in mountinfo paths.
 pub fn unescape(field: &[u8]) -> Vec<u8> {

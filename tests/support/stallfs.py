@@ -5,6 +5,7 @@ protocol (no libfuse binding), for tests/fuse_live.rs.
 It serves, at its root:
   busybox    a copy of the file given with --exe (an executable)
   script.sh  "#!/bin/sh\\nexit 0\\n"
+  argv.bin   an argv array for an execve, to be mapped at ARGV_BASE
 
 Every request is answered, except those from a thread of the process given
 with --stall-pid (fuse_in_header.pid is the calling thread's id): those are
@@ -19,6 +20,10 @@ fd back over _FUSE_COMMFD, as libfuse does. Runs until killed; unmounting is
 the caller's job (fusermount3 -u -z), also after a kill.
 
 usage: stallfs.py MOUNTPOINT --exe FILE --stall-pid PID --log FILE
+       stallfs.py exec-argv MOUNTPOINT/argv.bin
+         maps argv.bin at ARGV_BASE without touching it and execs /bin/sh
+         with its argv (/bin/sh -c "sleep 1" argv-from-fuse): the argv pages are read
+         first by whoever reads the exec'ing task's memory.
 """
 
 import argparse
@@ -49,6 +54,26 @@ def attr(ino, mode, size):
                      mode, 1, 0, 0, 0, 4096, 0)
 
 
+# Where argv.bin expects to be mapped (MAP_FIXED) by its user.
+ARGV_BASE = 0x200000000
+
+
+def argv_page():
+    """An argv array and its strings, valid once mapped at ARGV_BASE: an
+    execve whose argv lives in file pages nobody has touched yet. The
+    program lingers a second so /proc/<pid>/cmdline can still be read."""
+    page = bytearray(4096)
+    strings = [b"/bin/sh", b"-c", b"sleep 1", b"argv-from-fuse"]
+    off = 64
+    ptrs = []
+    for a in strings:
+        page[off:off + len(a) + 1] = a + b"\0"
+        ptrs.append(ARGV_BASE + off)
+        off += len(a) + 1
+    struct.pack_into("<" + "Q" * (len(ptrs) + 1), page, 0, *ptrs, 0)
+    return bytes(page)
+
+
 class Fs:
     def __init__(self, exe, stall_pid, log):
         with open(exe, "rb") as f:
@@ -56,6 +81,7 @@ class Fs:
         self.files = {
             b"busybox": (2, prog),
             b"script.sh": (3, b"#!/bin/sh\nexit 0\n"),
+            b"argv.bin": (4, argv_page()),
         }
         self.by_ino = {ino: data for ino, data in self.files.values()}
         self.stall_pid = stall_pid
@@ -161,7 +187,24 @@ def mount(mountpoint):
     return fds[0]
 
 
+def exec_argv(path):
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    fd = os.open(path, os.O_RDONLY)
+    prot_read, map_private, map_fixed = 1, 0x02, 0x10
+    got = libc.mmap(ARGV_BASE, 4096, prot_read, map_private | map_fixed, fd, 0)
+    if got != ARGV_BASE:
+        sys.exit(f"mmap: {ctypes.get_errno()}")
+    libc.execve(b"/bin/sh", ctypes.c_void_p(ARGV_BASE), None)
+    sys.exit(f"execve: {ctypes.get_errno()}")
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "exec-argv":
+        exec_argv(sys.argv[2])
     ap = argparse.ArgumentParser()
     ap.add_argument("mountpoint")
     ap.add_argument("--exe", required=True)
