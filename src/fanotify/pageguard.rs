@@ -118,7 +118,8 @@ impl<'a> PageGuard<'a> {
     }
 
     /// Whether reading `ranges` faults in nothing but anonymous pages and
-    /// pages of local files. `false` also when the tables cannot be read.
+    /// pages of local files. `false` also when a table cannot be read, but
+    /// `true` where the kernel offers no pagemap to check.
     pub fn safe(&mut self, ranges: &[(u64, usize)]) -> bool {
         let ok = self.check(ranges).unwrap_or(false);
         self.refused += u64::from(!ok);
@@ -128,7 +129,13 @@ impl<'a> PageGuard<'a> {
     fn check(&mut self, ranges: &[(u64, usize)]) -> Option<bool> {
         let runs = page_runs(ranges)?;
         if self.pagemap.is_none() {
-            self.pagemap = Some(File::open(format!("/proc/{}/pagemap", self.pid)).ok()?);
+            match File::open(format!("/proc/{}/pagemap", self.pid)) {
+                Ok(f) => self.pagemap = Some(f),
+                // No pagemap (CONFIG_PROC_PAGE_MONITOR off) or refused where
+                // the read itself may still be allowed (`/proc/<pid>/mem`
+                // under an LSM): read unchecked, as before this guard.
+                Err(_) => return Some(true),
+            }
         }
         let pm = self.pagemap.as_ref()?;
         let mut entries = [0u64; 64];
