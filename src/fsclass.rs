@@ -61,10 +61,10 @@ pub fn parse_fdinfo(text: &[u8]) -> FdInfo {
     info
 }
 
-/// Mount id → class and device, for one mount namespace's mountinfo.
+/// Mount id → class, for one mount namespace's mountinfo.
 #[derive(Debug, Clone, Default)]
 pub struct MountClasses {
-    by_id: HashMap<u64, ((u32, u32), FsClass)>,
+    by_id: HashMap<u64, FsClass>,
     any_slow: bool,
 }
 
@@ -75,19 +75,14 @@ impl MountClasses {
         for m in mounts {
             let class = class_of_type(&m.fstype);
             any_slow |= class == FsClass::Slow;
-            by_id.insert(m.mount_id, (m.dev, class));
+            by_id.insert(m.mount_id, class);
         }
         MountClasses { by_id, any_slow }
     }
 
     /// `None`: not a mount of this table (another namespace's, or gone).
     pub fn class(&self, mnt_id: u64) -> Option<FsClass> {
-        self.by_id.get(&mnt_id).map(|(_, c)| *c)
-    }
-
-    /// The superblock device of a mount, as `stat` would report it.
-    pub fn dev(&self, mnt_id: u64) -> Option<(u32, u32)> {
-        self.by_id.get(&mnt_id).map(|(d, _)| *d)
+        self.by_id.get(&mnt_id).copied()
     }
 
     /// Whether any mount of the table is slow.
@@ -275,7 +270,6 @@ mod tests {
             assert_eq!(c.class(id), Some(want), "mount {id}");
         }
         assert_eq!(c.class(99), None, "another namespace's mount");
-        assert_eq!(c.dev(41), Some((0, 51)));
         assert_eq!(class_in(MOUNTINFO, 44), Some(FsClass::Slow));
         assert_eq!(class_in(MOUNTINFO, 43), Some(FsClass::Local));
         assert_eq!(class_in(MOUNTINFO, 7), None);

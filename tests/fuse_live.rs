@@ -308,6 +308,26 @@ fn loop_is_not_stalled_by_fuse(capture: &str) {
     }
     assert!(worker_stalled(), "the worker was released early");
 
+    // The worker thread keeps CAP_DAC_READ_SEARCH alone (to read
+    // executables whose mode grants no read), whatever the loop keeps.
+    let mut workers = 0;
+    for task in std::fs::read_dir(format!("/proc/{sensor_pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if comm.trim() != "identity-slow" {
+            continue;
+        }
+        workers += 1;
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        for set in ["CapEff:", "CapPrm:"] {
+            let line = status.lines().find(|l| l.starts_with(set)).unwrap();
+            let mask = u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap();
+            assert_eq!(mask, 1 << 2, "worker {set} {line}");
+        }
+        assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    }
+    assert_eq!(workers, 1, "one identity worker thread");
+
     // Counted and visible in `status`.
     let st = status_json(&control);
     assert!(counter(&st, "identity.stalled") >= 2, "{}", st["counters"]);
