@@ -107,6 +107,11 @@ registry! {
     IdentityParseErrors = "identity.parse_errors", Loss, Identity;
     IdentityUnreadable = "identity.unreadable", Loss, Identity;
     IdentityEvictions = "identity.evictions", Cache, Identity;
+    /// Executables on FUSE or network filesystems, read by the worker.
+    IdentitySlowLookups = "identity.slow_lookups", Throughput, Identity;
+    /// Events sent without their identity (`execsentry.stalled`): the
+    /// worker missed its deadline or was still busy with a stalled read.
+    IdentityStalled = "identity.stalled", Loss, Identity;
     // fanotify exec-permission capture.
     FanotifyEvents = "fanotify.events", Throughput, Fanotify;
     FanotifyAnswered = "fanotify.answered", Throughput, Fanotify;
@@ -122,6 +127,13 @@ registry! {
     FanotifyMemfdMarked = "fanotify.memfd_marked", Gauge, Fanotify;
     FanotifyExtraOpens = "fanotify.extra_opens", Throughput, Fanotify;
     FanotifyMalformed = "fanotify.malformed", Loss, Fanotify;
+    /// FUSE and network filesystems left unmarked: reading an event of
+    /// theirs would open the file, a request to their server, inside our
+    /// read. Their execs are seen by the proc connector alone.
+    FanotifySlowUnmarked = "fanotify.slow_unmarked", Gauge, Fanotify;
+    /// argv left unread: it lay in untouched pages of a file on a FUSE or
+    /// network filesystem, which our read would have asked for them.
+    FanotifyArgvSlowPages = "fanotify.argv_slow_pages", Loss, Fanotify;
     // kprobe capture (start_thread return probe, perf rings with the user
     // stack): records read, records the kernel could not write (ring
     // full), undecodable records, argv cut (flagged, completed from /proc).

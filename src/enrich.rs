@@ -273,6 +273,7 @@ pub fn build_event(inp: &EventInput<'_>) -> Event {
             env_vars_source: f.env_vars_source.map(str::to_string),
             env_vars_truncated: f.env_vars_truncated,
             exe: None,
+            stalled: Vec::new(),
         },
         ..Default::default()
     }

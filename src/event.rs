@@ -448,6 +448,10 @@ pub struct SensorFacts {
     /// What the executable file's content says it is (see `identity`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exe: Option<ExeIdentity>,
+    /// Facts left out because reading them would have waited on a slow
+    /// (FUSE, network) filesystem past its bound: `"identity"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stalled: Vec<String>,
 }
 
 /// `execsentry.exe.*`: facts read from the executable file itself, so a

@@ -23,6 +23,7 @@ pub mod enrich;
 pub mod envvars;
 pub mod event;
 pub mod fanotify;
+pub mod fsclass;
 pub mod identity;
 pub mod join;
 pub mod metadata;

@@ -149,6 +149,7 @@ impl Pipeline {
         let t = self.table.stats();
         let m = &self.metadata.counters;
         let i = self.identity.stats();
+        let slow = self.identity.slow_stats();
         for (c, v) in [
             (Counter::TableLive, t.live as u64),
             (Counter::TableEvictions, t.evictions),
@@ -163,6 +164,8 @@ impl Pipeline {
             (Counter::IdentityParseErrors, i.parse_errors),
             (Counter::IdentityUnreadable, i.unreadable),
             (Counter::IdentityEvictions, i.evictions),
+            (Counter::IdentitySlowLookups, slow.lookups),
+            (Counter::IdentityStalled, slow.stalled),
             (Counter::RulesSkipped, self.rules.skipped().len() as u64),
         ] {
             out.set(c, v);

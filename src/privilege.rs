@@ -63,6 +63,24 @@ pub fn drop_all_in_this_thread() -> Result<()> {
     Ok(())
 }
 
+/// Keeps only `keep` (those the thread has) in the calling thread's
+/// effective and permitted sets, clears the others and sets
+/// `no_new_privs`: for a helper thread that needs less than the loop.
+pub fn keep_only_in_this_thread(keep: &[Capability]) -> Result<()> {
+    let permitted = caps::read(None, CapSet::Permitted)?;
+    let keep: CapsHashSet = keep
+        .iter()
+        .copied()
+        .filter(|c| permitted.contains(c))
+        .collect();
+    caps::clear(None, CapSet::Ambient)?;
+    caps::clear(None, CapSet::Inheritable)?;
+    caps::set(None, CapSet::Effective, &keep)?;
+    caps::set(None, CapSet::Permitted, &keep)?;
+    nix::sys::prctl::set_no_new_privs()?;
+    Ok(())
+}
+
 /// Rules and configuration decide what the sensor reports: refuse a file or
 /// directory that anyone but root could have written.
 pub fn check_owned_by_root(paths: &[PathBuf]) -> Result<()> {

@@ -89,6 +89,8 @@ impl FanotifyCapture {
             timer_armed: false,
             latency: Default::default(),
             tokens: None,
+            slow_unmarked: Default::default(),
+            local_devs: Default::default(),
         };
         if guarded {
             let wd = Watchdog::start(c.group.as_raw_fd()).map_err(|source| FanotifyError::Io {
@@ -102,7 +104,10 @@ impl FanotifyCapture {
             source,
         })?;
         let mut last_err = None;
-        c.mark_targets(b"", &mounts::targets(&mounts::parse(&text)), &mut last_err);
+        let parsed = mounts::parse(&text);
+        c.slow_unmarked.0 = mounts::slow_devs(&parsed);
+        c.local_devs[0] = mounts::local_devs(&parsed);
+        c.mark_targets(b"", &mounts::targets(&parsed), &mut last_err);
         c.mark_memfd_filesystem();
         if c.marked.is_empty() {
             let e = last_err.unwrap_or_else(|| io::ErrorKind::NotFound.into());
@@ -148,9 +153,12 @@ impl FanotifyCapture {
                 return;
             }
         };
-        let targets = mounts::targets(&mounts::parse(&text));
-        let live: BTreeSet<(u32, u32)> = mounts::parse(&text).iter().map(|m| m.dev).collect();
+        let parsed = mounts::parse(&text);
+        let targets = mounts::targets(&parsed);
+        let live: BTreeSet<(u32, u32)> = parsed.iter().map(|m| m.dev).collect();
         self.marked.retain(|d| live.contains(d));
+        self.slow_unmarked.0 = mounts::slow_devs(&parsed);
+        self.local_devs[0] = mounts::local_devs(&parsed);
         let mut last = None;
         self.mark_targets(b"", &targets, &mut last);
     }
@@ -162,11 +170,18 @@ impl FanotifyCapture {
         let text = read_mountinfo(&format!("/proc/{pid}/mountinfo"))?;
         let prefix = format!("/proc/{pid}/root");
         let mut last = None;
-        self.mark_targets(
-            prefix.as_bytes(),
-            &mounts::targets(&mounts::parse(&text)),
-            &mut last,
-        );
+        let parsed = mounts::parse(&text);
+        let containers = &mut self.slow_unmarked.1;
+        if containers.len() >= MARKED_CONTAINERS_MAX {
+            containers.clear();
+        }
+        containers.extend(mounts::slow_devs(&parsed));
+        let local = &mut self.local_devs[1];
+        if local.len() >= MARKED_CONTAINERS_MAX {
+            local.clear();
+        }
+        local.extend(mounts::local_devs(&parsed));
+        self.mark_targets(prefix.as_bytes(), &mounts::targets(&parsed), &mut last);
         Ok(())
     }
 
@@ -182,6 +197,8 @@ impl FanotifyCapture {
             }
             // Prefer a mount point that really shows this superblock (the
             // first may be over-mounted); else try them all in order.
+            // `targets` left out the mount points whose path walk would ask
+            // a slow filesystem.
             let mut paths: Vec<Vec<u8>> = t
                 .mounts
                 .iter()

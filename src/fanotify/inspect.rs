@@ -203,7 +203,9 @@ impl FanotifyCapture {
     }
 
     fn read_args(&mut self, tid: u32, call: &ExecCall, cap: &mut ExecCapture) {
-        let mut mem = ProcessMem::new(tid);
+        // argv lives in pages the task chose: none of a FUSE file is faulted
+        // in by us (see `pageguard`).
+        let mut mem = ProcessMem::guarded(tid, &self.local_devs);
         // Only when `sensor.capture_env_vars` names variables: the
         // environment is read the same way as argv, within the same budget.
         if self.opts.env && call.envp != 0 {
@@ -230,6 +232,7 @@ impl FanotifyCapture {
                 log::debug!("argv of {tid}: {e}");
             }
         }
+        self.stats.argv_slow_pages += mem.refused();
     }
 
     /// `/proc/<pid>/syscall`. When another thread than the leader execs,
@@ -316,7 +319,9 @@ fn fd_path(fd: RawFd) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// The interpreter of a `#!` script, from its first bytes. The kernel
+/// The interpreter of a `#!` script, from its first bytes. The file is on
+/// a local filesystem: slow ones are never marked (see `mounts::targets`),
+/// so no event fd refers to their files. The kernel
 /// (binfmt_script) reads the same line right after our answer.
 pub(super) fn shebang(fd: BorrowedFd<'_>) -> Option<Vec<u8>> {
     // Borrow the fd as a File without taking ownership of it.

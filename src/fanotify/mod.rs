@@ -24,6 +24,7 @@ mod group;
 mod inspect;
 mod latency;
 pub mod mounts;
+pub mod pageguard;
 pub mod remote;
 pub mod watchdog;
 
@@ -83,6 +84,9 @@ pub struct FanotifyStats {
     pub queue_overflows: u64,
     /// Records that could not be decoded (answered, if they had an fd).
     pub malformed: u64,
+    /// argv not read because reading it would have faulted in pages of a
+    /// file on a FUSE or network filesystem (argv then comes from /proc).
+    pub argv_slow_pages: u64,
 }
 
 /// Why a capture could not be opened; the message says what the kernel
@@ -121,6 +125,9 @@ const DEFER_MAX: usize = 16;
 /// Container ids whose mounts were already marked.
 const MARKED_CONTAINERS_MAX: usize = 4_096;
 
+/// Superblock device numbers (major, minor).
+type Devs = BTreeSet<(u32, u32)>;
+
 /// The fanotify exec-permission capture.
 pub struct FanotifyCapture {
     // Field order matters: the watchdog (which writes to the group fd) is
@@ -151,6 +158,13 @@ pub struct FanotifyCapture {
     latency: latency::Latency,
     /// The mio tokens of the group fd (and timer) and of the mount table.
     tokens: Option<(Token, Token)>,
+    /// FUSE and network superblocks left unmarked (see `mounts::targets`):
+    /// the host's (re-read with the mount table), and those seen in
+    /// containers whose mounts were marked (bounded, never re-read).
+    slow_unmarked: (Devs, Devs),
+    /// Local superblocks (host's, and containers' once marked): argv in
+    /// pages of files elsewhere is not faulted in by our reads.
+    local_devs: [Devs; 2],
 }
 
 impl FanotifyCapture {
@@ -295,6 +309,11 @@ impl CaptureSource for FanotifyCapture {
             (Counter::FanotifyExtraOpens, f.extra_opens),
             (Counter::FanotifyQueueOverflows, f.queue_overflows),
             (Counter::FanotifyMalformed, f.malformed),
+            (Counter::FanotifyArgvSlowPages, f.argv_slow_pages),
+            (
+                Counter::FanotifySlowUnmarked,
+                self.slow_unmarked.0.union(&self.slow_unmarked.1).count() as u64,
+            ),
         ] {
             out.set(c, v);
         }

@@ -6,7 +6,7 @@
 //! (bind mounts included) it is reached through, so the unit of choice is the
 //! device number (`major:minor`, field 3), not the mount.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One line of mountinfo, the fields this module needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +46,49 @@ const NEVER_EXEC: &[&[u8]] = &[
     b"selinuxfs",
     b"nfsd",
 ];
+
+/// Filesystems whose reads and even `stat` are answered by a process (FUSE:
+/// any user can mount one) or a server over the network: the sensor must
+/// never wait on them from its loop. Told from the mountinfo type alone,
+/// which costs them no request. `fuse.<subtype>` (sshfs, rclone, s3fs,
+/// gocryptfs, fuse-overlayfs) is matched by prefix.
+const SLOW: &[&[u8]] = &[
+    b"fuse",
+    b"fuseblk",
+    b"virtiofs",
+    b"nfs",
+    b"nfs4",
+    b"cifs",
+    b"smb3",
+    b"smbfs",
+    b"9p",
+    b"ceph",
+    b"glusterfs",
+    b"afs",
+    b"coda",
+    b"ncpfs",
+    b"lustre",
+    b"orangefs",
+    b"pvfs2",
+    b"gpfs",
+    b"beegfs",
+    b"davfs",
+];
+
+/// Whether files of this filesystem type may be slow or never answer
+/// (FUSE, network filesystems). PURE.
+pub fn slow_type(fstype: &[u8]) -> bool {
+    SLOW.contains(&fstype) || fstype.starts_with(b"fuse.") || fstype.starts_with(b"fuseblk.")
+}
+
+/// Whether `path` lies strictly below one of `slow_points`: reaching it
+/// walks through that filesystem's directories (each a possible request).
+/// PURE.
+pub fn behind_slow(path: &[u8], slow_points: &[&[u8]]) -> bool {
+    slow_points.iter().any(|s| {
+        *s != path && (*s == b"/" || (path.starts_with(s) && path.get(s.len()) == Some(&b'/')))
+    })
+}
 
 /// Parses one mountinfo line; `None` for a malformed line (skipped, never
 /// trusted half-way).
@@ -111,11 +154,23 @@ pub struct Target {
 /// The superblocks worth marking: an exec-capable type mounted at least once
 /// without `noexec` (an exec through that mount is possible, and the mark
 /// covers the superblock anyway).
+///
+/// Never a [`slow_type`]: reading an event makes the kernel open its file
+/// in the reader (the loop), and opening a FUSE or network file is a
+/// request to its server, which can hold the loop — and the exec, whose
+/// event is then neither queued for the watchdog nor answered — forever.
+/// Their execs are seen by the proc connector alone. Mount points below a
+/// slow mount are left out too: the path walk to them would ask it.
 pub fn targets(mounts: &[Mount]) -> Vec<Target> {
     let mut by_dev: BTreeMap<(u32, u32), Target> = BTreeMap::new();
     let mut order = Vec::new();
+    let slow_points: Vec<&[u8]> = mounts
+        .iter()
+        .filter(|m| slow_type(&m.fstype))
+        .map(|m| m.mount_point.as_slice())
+        .collect();
     for m in mounts {
-        if !exec_capable_type(&m.fstype) {
+        if !exec_capable_type(&m.fstype) || slow_type(&m.fstype) {
             continue;
         }
         let t = by_dev.entry(m.dev).or_insert_with(|| {
@@ -126,7 +181,7 @@ pub fn targets(mounts: &[Mount]) -> Vec<Target> {
                 mounts: Vec::new(),
             }
         });
-        if !m.noexec {
+        if !m.noexec && !behind_slow(&m.mount_point, &slow_points) {
             t.mounts.push((m.mount_id, m.mount_point.clone()));
         }
     }
@@ -134,6 +189,25 @@ pub fn targets(mounts: &[Mount]) -> Vec<Target> {
         .into_iter()
         .filter_map(|d| by_dev.remove(&d))
         .filter(|t| !t.mounts.is_empty())
+        .collect()
+}
+
+/// The slow superblocks of a mount table (left unmarked by [`targets`]).
+pub fn slow_devs(mounts: &[Mount]) -> BTreeSet<(u32, u32)> {
+    mounts
+        .iter()
+        .filter(|m| slow_type(&m.fstype))
+        .map(|m| m.dev)
+        .collect()
+}
+
+/// The superblocks of a mount table that are not [`slow_type`]. Kept
+/// apart from [`slow_devs`]: a device no table names is neither.
+pub fn local_devs(mounts: &[Mount]) -> BTreeSet<(u32, u32)> {
+    mounts
+        .iter()
+        .filter(|m| !slow_type(&m.fstype))
+        .map(|m| m.dev)
         .collect()
 }
 
@@ -223,6 +297,67 @@ mod tests {
         assert_eq!(devs, [(259, 1), (0, 5), (0, 24), (0, 26), (0, 27)]);
         assert_eq!(t[0].mounts, [(22, b"/".to_vec())]);
         assert_eq!(t[4].mounts, [(32, b"/tmp2".to_vec())]);
+    }
+
+    #[test]
+    fn slow_filesystems_are_told_by_type() {
+        for t in [
+            &b"fuse"[..],
+            b"fuseblk",
+            b"fuse.sshfs",
+            b"fuse.fuse-overlayfs",
+            b"nfs",
+            b"nfs4",
+            b"cifs",
+            b"smb3",
+            b"9p",
+            b"ceph",
+            b"glusterfs",
+            b"virtiofs",
+        ] {
+            assert!(slow_type(t), "{}", String::from_utf8_lossy(t));
+        }
+        for t in [
+            &b"ext4"[..],
+            b"tmpfs",
+            b"overlay",
+            b"xfs",
+            b"fusectl",
+            b"fuse2x",
+        ] {
+            assert!(!slow_type(t), "{}", String::from_utf8_lossy(t));
+        }
+    }
+
+    #[test]
+    fn mount_points_behind_a_slow_mount_are_not_walked() {
+        let text = b"\
+22 1 259:1 / / rw - ext4 /dev/sda1 rw
+40 22 0:50 / /mnt/sshfs rw,nosuid - fuse.sshfs u@h:/ rw,user_id=0
+41 40 0:51 / /mnt/sshfs/tmp rw - tmpfs tmpfs rw
+42 22 0:51 / /srv/tmp rw - tmpfs tmpfs rw
+43 22 0:52 / /mnt/sshfs2 rw - tmpfs tmpfs rw
+44 40 0:53 / /mnt/sshfs/only rw - tmpfs tmpfs rw
+";
+        let t = targets(&parse(text));
+        let by_dev = |d| t.iter().find(|t| t.dev == d);
+        // The slow filesystem itself is never marked, but counted.
+        assert!(by_dev((0, 50)).is_none());
+        assert_eq!(
+            slow_devs(&parse(text)).into_iter().collect::<Vec<_>>(),
+            [(0, 50)]
+        );
+        // Reachable elsewhere: only that mount point is kept.
+        assert_eq!(
+            by_dev((0, 51)).unwrap().mounts,
+            [(42, b"/srv/tmp".to_vec())]
+        );
+        // A sibling whose name merely starts the same is not behind it.
+        assert_eq!(by_dev((0, 52)).unwrap().mounts.len(), 1);
+        // Reachable only through the slow mount: not marked at all.
+        assert!(by_dev((0, 53)).is_none());
+        assert!(behind_slow(b"/a/b", &[b"/"]));
+        assert!(!behind_slow(b"/", &[b"/"]));
     }
 
     #[test]

@@ -15,6 +15,8 @@ use std::io::{self, IoSliceMut};
 use std::os::unix::fs::FileExt;
 
 use nix::sys::uio::{RemoteIoVec, process_vm_readv};
+
+use super::pageguard::PageGuard;
 use nix::unistd::Pid;
 
 /// `execve` and `execveat` numbers of the native ABI. 32-bit compat tasks
@@ -343,20 +345,49 @@ fn read_cstr(mem: &mut dyn RemoteMem, addr: u64, max: usize) -> io::Result<(Vec<
 }
 
 /// `process_vm_readv` on a pid, falling back to `/proc/<pid>/mem` when the
-/// system call is refused (ENOSYS, or EPERM under a restrictive LSM).
-pub struct ProcessMem {
+/// system call is refused (ENOSYS, or EPERM under a restrictive LSM). With
+/// a [`PageGuard`], a read that would fault in a page of a file not on a
+/// local filesystem is refused (`WouldBlock`) instead.
+pub struct ProcessMem<'a> {
     pid: u32,
     mem: Option<File>,
     use_mem: bool,
+    guard: Option<PageGuard<'a>>,
 }
 
-impl ProcessMem {
+impl<'a> ProcessMem<'a> {
     pub fn new(pid: u32) -> Self {
         ProcessMem {
             pid,
             mem: None,
             use_mem: false,
+            guard: None,
         }
+    }
+
+    /// Reads guarded by `local`, the superblocks our mount tables call local.
+    pub fn guarded(pid: u32, local: &'a [std::collections::BTreeSet<(u32, u32)>]) -> Self {
+        ProcessMem {
+            guard: Some(PageGuard::new(pid, local)),
+            ..ProcessMem::new(pid)
+        }
+    }
+
+    /// Reads the guard refused.
+    pub fn refused(&self) -> u64 {
+        self.guard.as_ref().map_or(0, |g| g.refused)
+    }
+
+    fn check(&mut self, ranges: &[(u64, usize)]) -> io::Result<()> {
+        if let Some(g) = &mut self.guard
+            && !g.safe(ranges)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "argv in pages of a file on a FUSE or network filesystem, not read",
+            ));
+        }
+        Ok(())
     }
 
     fn read_mem_file(&mut self, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
@@ -375,11 +406,12 @@ impl ProcessMem {
     }
 }
 
-impl RemoteMem for ProcessMem {
+impl RemoteMem for ProcessMem<'_> {
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
         }
+        self.check(&[(addr, buf.len())])?;
         if self.use_mem {
             return self.read_mem_file(addr, buf);
         }
@@ -409,6 +441,7 @@ impl RemoteMem for ProcessMem {
         let Ok(pid) = i32::try_from(self.pid) else {
             return Err(io::ErrorKind::InvalidInput.into());
         };
+        self.check(ranges)?;
         let mut done = 0;
         let mut ranges_done = 0;
         // The kernel takes at most IOV_MAX remote ranges per call.

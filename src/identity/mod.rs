@@ -21,9 +21,11 @@ mod readat;
 #[cfg(test)]
 mod testelf;
 mod tools;
+mod worker;
 
 use std::fmt::Write as _;
 use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,6 +40,8 @@ pub use readat::{Budget, FileAt, ReadAt, ReadError};
 pub use tools::{ToolTable, ToolsError};
 
 use crate::event::{Event, ExeIdentity, GoFacts, Hash};
+use crate::fsclass::{self, FsClass, HostMounts};
+pub use worker::{DEADLINE, WAIT_PER_SECOND};
 
 /// Bytes one identification may read: headers, a 1 MiB search for the
 /// magic in section-less files, and the build info strings.
@@ -122,6 +126,29 @@ pub struct Identifier {
     cache: cache::Cache,
     /// `/proc/<pid>/exe`, rebuilt in place for each exec.
     path: String,
+    /// Our mount table, to tell slow filesystems (opened on first use).
+    mounts: Option<HostMounts>,
+    /// Reads of executables on slow filesystems (started on first use).
+    worker: Option<worker::Worker>,
+    slow: SlowStats,
+}
+
+/// Counters of executables on slow filesystems.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlowStats {
+    /// Lookups handed to the worker.
+    pub lookups: u64,
+    /// Events that went out without their identity: the worker did not
+    /// answer within its deadline, was still busy, or could not start.
+    pub stalled: u64,
+}
+
+/// What one lookup found.
+enum Found {
+    Known(Arc<Known>),
+    Unreadable,
+    /// On a slow filesystem and not answered in time.
+    Stalled,
 }
 
 impl Identifier {
@@ -132,6 +159,9 @@ impl Identifier {
             tools,
             cache,
             path: String::with_capacity(64),
+            mounts: None,
+            worker: None,
+            slow: SlowStats::default(),
         }
     }
 
@@ -155,7 +185,13 @@ impl Identifier {
     }
 
     pub fn stats(&self) -> CacheStats {
-        self.cache.stats
+        let mut s = self.cache.stats;
+        s.parse_errors += self.worker.as_ref().map_or(0, |w| w.parse_errors);
+        s
+    }
+
+    pub fn slow_stats(&self) -> SlowStats {
+        self.slow
     }
 
     pub fn tools(&self) -> &ToolTable {
@@ -168,18 +204,33 @@ impl Identifier {
     /// event's): if the process is already gone, a cached entry for it
     /// still identifies the executable. Only a fallback: that file may be
     /// the loader's when the program's own filesystem could not be marked.
+    /// An executable on a slow filesystem is identified by the worker,
+    /// waited for within its bounds; past them the event gets
+    /// `execsentry.stalled: ["identity"]` instead.
     pub fn fill(&mut self, proc_root: &Path, pid: u32, file: Option<FileKey>, ev: &mut Event) {
-        let known = match self.lookup_counted(proc_root, pid, file.is_none()) {
-            Some(k) => k,
-            None => match file.and_then(|k| self.cached(&k)) {
-                Some(k) => k,
-                None => {
-                    if file.is_some() && self.cfg.enabled {
-                        self.cache.stats.unreadable += 1;
-                    }
-                    return;
+        if !self.cfg.enabled {
+            return;
+        }
+        let found = self.find(proc_root, pid, true);
+        let known = match found {
+            Found::Known(k) => k,
+            Found::Stalled | Found::Unreadable => {
+                if matches!(found, Found::Unreadable) && file.is_none() {
+                    self.cache.stats.unreadable += 1;
                 }
-            },
+                match file.and_then(|k| self.cached(&k)) {
+                    Some(k) => k,
+                    None => {
+                        if matches!(found, Found::Stalled) {
+                            self.slow.stalled += 1;
+                            ev.execsentry.stalled.push(STALLED_IDENTITY.into());
+                        } else if file.is_some() {
+                            self.cache.stats.unreadable += 1;
+                        }
+                        return;
+                    }
+                }
+            }
         };
         Self::apply(&known, ev);
         if let Some(tool) = known.exe.as_ref().and_then(|x| x.tool.as_deref())
@@ -196,7 +247,8 @@ impl Identifier {
     /// exited), or a memfd copy of a parent that is the same tool (runc
     /// clones itself into a memfd before `runc init`); or a runtime hook
     /// (below). A copy of a tool renamed and started from a shell has a
-    /// shell for a parent, so it is never a re-exec.
+    /// shell for a parent, so it is never a re-exec. Files on slow
+    /// filesystems are not waited for here.
     fn is_reexec(&mut self, proc_root: &Path, pid: u32, tool: &str, ev: &Event) -> bool {
         let ppid = ev.process.parent.pid;
         let exe = &ev.process.executable;
@@ -206,19 +258,19 @@ impl Identifier {
         if !exe.is_empty() && *exe == ev.process.parent.executable {
             return true;
         }
-        let key = |p: u32| {
-            nix::sys::stat::stat(format!("{}/{p}/exe", proc_root.display()).as_str())
-                .ok()
-                .map(|st| FileKey::from(&st))
+        let mut key = |p: u32| match self.open_exe(proc_root, p) {
+            Some((fd, FsClass::Local)) => fstat_key(&fd),
+            _ => None,
         };
         if let (Some(a), Some(b)) = (key(pid), key(ppid))
             && a == b
         {
             return true;
         }
-        let parent_tool = self
-            .lookup_counted(proc_root, ppid, false)
-            .and_then(|k| k.exe.as_ref().and_then(|x| x.tool.clone()));
+        let parent_tool = match self.find(proc_root, ppid, false) {
+            Found::Known(k) => k.exe.as_ref().and_then(|x| x.tool.clone()),
+            _ => None,
+        };
         if exe.starts_with("/memfd:") {
             return parent_tool.is_some_and(|t| t == tool);
         }
@@ -247,60 +299,124 @@ impl Identifier {
         self.cache.get_if_cached(key)
     }
 
-    /// What is known of `pid`'s executable, from the cache or the file.
+    /// What is known of `pid`'s executable, from the cache or the file
+    /// (through the worker, waited for, if it is on a slow filesystem).
     pub fn lookup(&mut self, proc_root: &Path, pid: u32) -> Option<Arc<Known>> {
-        self.lookup_counted(proc_root, pid, true)
-    }
-
-    /// [`lookup`](Self::lookup); an unreadable executable is counted only
-    /// with `count_unreadable` (the caller has another way to it).
-    fn lookup_counted(
-        &mut self,
-        proc_root: &Path,
-        pid: u32,
-        count_unreadable: bool,
-    ) -> Option<Arc<Known>> {
         if !self.cfg.enabled {
             return None;
         }
-        self.path.clear();
-        let _ = write!(self.path, "{}/{pid}/exe", proc_root.display());
-        // stat follows the magic link to the mapped file itself.
-        let key = match nix::sys::stat::stat(self.path.as_str()) {
-            Ok(st) => FileKey::from(&st),
-            Err(_) => {
-                self.cache.stats.unreadable += u64::from(count_unreadable);
-                return None;
-            }
-        };
-        if let Some(k) = self.cache.get(&key) {
-            return Some(k);
-        }
-        let Ok(file) = File::open(&self.path) else {
-            self.cache.stats.unreadable += u64::from(count_unreadable);
-            return None;
-        };
-        // Key by what was opened: the process may have exec'd again since.
-        let key = file.metadata().map_or(key, |m| FileKey::from(&m));
-        let known = Arc::new(self.identify_file(&file, key.size));
-        self.cache.insert(key, Arc::clone(&known));
-        Some(known)
-    }
-
-    fn identify_file(&mut self, file: &File, size: u64) -> Known {
-        let exe = match identify(&FileAt { file, len: size }, &self.tools) {
-            Ok(x) => x,
-            Err(e) => {
-                log::debug!("executable identity: {e}");
-                self.cache.stats.parse_errors += 1;
+        match self.find(proc_root, pid, true) {
+            Found::Known(k) => Some(k),
+            Found::Unreadable => {
+                self.cache.stats.unreadable += 1;
                 None
             }
-        };
-        let sha256 = (self.cfg.hash && size <= self.cfg.max_file_bytes)
-            .then(|| sha256_file(file, size))
-            .flatten();
-        Known { exe, sha256 }
+            Found::Stalled => {
+                self.slow.stalled += 1;
+                None
+            }
+        }
     }
+
+    /// `/proc/<pid>/exe` opened `O_PATH` (which asks the file's filesystem
+    /// nothing) and where it lives.
+    fn open_exe(&mut self, proc_root: &Path, pid: u32) -> Option<(OwnedFd, FsClass)> {
+        self.path.clear();
+        let _ = write!(self.path, "{}/{pid}/exe", proc_root.display());
+        let c = std::ffi::CString::new(self.path.as_str()).ok()?;
+        // SAFETY: a NUL-terminated path; the result is checked.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: a fresh fd we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mounts = self.mounts.get_or_insert_with(HostMounts::open);
+        let class = fsclass::class_of_fd(mounts, proc_root, pid, fd.as_raw_fd());
+        Some((fd, class))
+    }
+
+    /// Local files are read here; files on slow filesystems by the worker,
+    /// waited for only with `wait` (else refused at once, uncounted).
+    fn find(&mut self, proc_root: &Path, pid: u32, wait: bool) -> Found {
+        let Some((fd, class)) = self.open_exe(proc_root, pid) else {
+            return Found::Unreadable;
+        };
+        if class == FsClass::Slow {
+            if !wait {
+                return Found::Stalled;
+            }
+            return self.find_slow(fd);
+        }
+        // fstat of the O_PATH fd: the mapped file itself, as stat of the
+        // magic link gave.
+        let Some(key) = fstat_key(&fd) else {
+            return Found::Unreadable;
+        };
+        if let Some(k) = self.cache.get(&key) {
+            return Found::Known(k);
+        }
+        let Ok(file) = File::open(format!("/proc/self/fd/{}", fd.as_raw_fd())) else {
+            return Found::Unreadable;
+        };
+        // Key by what was opened.
+        let key = file.metadata().map_or(key, |m| FileKey::from(&m));
+        let (known, err) = identify_known(&file, key.size, &self.cfg, &self.tools);
+        self.cache.stats.parse_errors += u64::from(err);
+        let known = Arc::new(known);
+        self.cache.insert(key, Arc::clone(&known));
+        Found::Known(known)
+    }
+
+    fn find_slow(&mut self, fd: OwnedFd) -> Found {
+        self.slow.lookups += 1;
+        if self.worker.is_none() {
+            match worker::Worker::spawn(self.cfg.clone(), self.tools.clone()) {
+                Ok(w) => self.worker = Some(w),
+                Err(e) => {
+                    log::warn!("identity: starting the slow-filesystem worker: {e}");
+                    return Found::Stalled;
+                }
+            }
+        }
+        let Some(w) = self.worker.as_mut() else {
+            return Found::Stalled;
+        };
+        match w.identify(fd) {
+            worker::Outcome::Done(Some(k)) => Found::Known(k),
+            worker::Outcome::Done(None) => Found::Unreadable,
+            worker::Outcome::Stalled => Found::Stalled,
+        }
+    }
+}
+
+/// The marker in `execsentry.stalled` of an event whose identity was not
+/// read in time.
+pub const STALLED_IDENTITY: &str = "identity";
+
+fn fstat_key(fd: &OwnedFd) -> Option<FileKey> {
+    nix::sys::stat::fstat(fd).ok().map(|st| FileKey::from(&st))
+}
+
+/// Identifies an opened executable of `size` bytes: the facts, and whether
+/// its ELF or build info was malformed.
+fn identify_known(
+    file: &File,
+    size: u64,
+    cfg: &IdentityConfig,
+    tools: &ToolTable,
+) -> (Known, bool) {
+    let (exe, err) = match identify(&FileAt { file, len: size }, tools) {
+        Ok(x) => (x, false),
+        Err(e) => {
+            log::debug!("executable identity: {e}");
+            (None, true)
+        }
+    };
+    let sha256 = (cfg.hash && size <= cfg.max_file_bytes)
+        .then(|| sha256_file(file, size))
+        .flatten();
+    (Known { exe, sha256 }, err)
 }
 
 /// Lowercase hex SHA-256 of the first `size` bytes (the keyed size).

@@ -26,9 +26,10 @@ DOCKERD_LOG="${EXECSENTRY_DOCKERD_LOG:-/tmp/execsentry-dockerd.log}"
 #   gcc, libc6-dev, python3         the bench's storm driver and its reader
 #   qemu-system-x86 cpio file       the kernel matrix (tests/vm): TCG boots of
 #                                   Debian kernels from an initramfs
+#   fuse3 (fusermount3)             the stalling FUSE server of tests/fuse_live.rs
 PACKAGES=(docker.io runc busybox-static rsyslog rsyslog-gnutls gnutls-bin
 	openssl forkstat bsdutils util-linux libcap2-bin procps tar gcc libc6-dev python3 golang-go
-	qemu-system-x86 cpio file)
+	qemu-system-x86 cpio file fuse3)
 # The installed-package VM test (tests/vm/systemd, `make package-test`):
 #   debootstrap                     the bookworm root with systemd and rsyslog
 PACKAGES+=(debootstrap)
