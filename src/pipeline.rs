@@ -46,8 +46,9 @@ pub struct Pipeline {
     source: Option<Box<dyn CaptureSource>>,
     /// Reused buffer for one drain of the source.
     captured: Vec<Capture>,
-    /// The first pass of a batch: (index in the batch, what was read).
-    prefetched: Vec<(usize, Prefetched)>,
+    /// Kernel events read and not applied yet, with what was read ahead
+    /// of an exec's `/proc` (see [`Self::enqueue`]).
+    pending: std::collections::VecDeque<(KernelEvent, Option<Prefetched>)>,
     /// Execs the decider refused during the current drain: (pid, the
     /// permission-time event, the rule), so the alert says exactly why.
     denied: Vec<(u32, Event, Match)>,
@@ -86,7 +87,7 @@ impl Pipeline {
             join: ExecJoin::new(CAPTURE_PENDING_MAX, CAPTURE_MAX_AGE_MS),
             source: None,
             captured: Vec::new(),
-            prefetched: Vec::new(),
+            pending: std::collections::VecDeque::new(),
             denied: Vec::new(),
             matches: Vec::new(),
             sequence: 0,
@@ -267,34 +268,54 @@ impl Pipeline {
         }
     }
 
-    /// A batch of kernel events, in kernel order. In proc mode the first
-    /// pass reads the `cmdline` and `stat` of every process exec'd in it
-    /// before any is enriched: a short-lived process is gone by the time
-    /// the execs before it are. Only a process's last exec in the batch:
-    /// for an earlier one, its `/proc` already shows the later program.
-    pub fn on_batch(&mut self, events: &[KernelEvent], now_ms: u64, out: &mut Vec<Event>) {
-        let mut pre = std::mem::take(&mut self.prefetched);
-        pre.clear();
-        if self.source.is_none() {
-            for (i, ev) in events.iter().enumerate() {
-                if let KernelEvent::Exec { tgid, .. } = *ev
-                    && !events[i + 1..]
-                        .iter()
-                        .any(|e| matches!(*e, KernelEvent::Exec { tgid: t, .. } if t == tgid))
-                    && let Some(p) = self.reader.prefetch(tgid)
-                {
-                    pre.push((i, p));
-                }
-            }
-            stages::lap(Stage::Proc);
-        }
-        let mut next = pre.drain(..).peekable();
+    /// Kernel events read but not applied yet, at most: in proc mode a
+    /// third of them (the execs) hold a `/proc/<pid>` directory fd.
+    pub const PENDING_MAX: usize = 192;
+
+    /// Kernel events just read, in kernel order, queued behind those not
+    /// applied yet. In proc mode the `cmdline` and `stat` of every process
+    /// exec'd in them are read now, before any is enriched: a short-lived
+    /// process is gone by the time the execs before it are. Only a
+    /// process's last exec among them: for an earlier one, its `/proc`
+    /// already shows the later program.
+    pub fn enqueue(&mut self, events: &[KernelEvent]) {
+        let proc_mode = self.source.is_none();
         for (i, ev) in events.iter().enumerate() {
-            let mine = next.next_if(|(j, _)| *j == i).map(|(_, p)| p);
-            self.apply(*ev, mine, now_ms, out);
+            let pre = match *ev {
+                KernelEvent::Exec { tgid, .. }
+                    if proc_mode
+                        && !events[i + 1..].iter().any(
+                            |e| matches!(*e, KernelEvent::Exec { tgid: t, .. } if t == tgid),
+                        ) =>
+                {
+                    self.reader.prefetch(tgid)
+                }
+                _ => None,
+            };
+            self.pending.push_back((*ev, pre));
         }
-        drop(next);
-        self.prefetched = pre;
+        stages::lap(Stage::Proc);
+    }
+
+    /// Kernel events queued by [`Self::enqueue`] and not applied yet.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Applies the oldest queued kernel event: `None` when none is queued,
+    /// else whether it was an exec (the costly kind, after which the caller
+    /// reads the kernel again before going on).
+    pub fn step(&mut self, now_ms: u64, out: &mut Vec<Event>) -> Option<bool> {
+        let (ev, pre) = self.pending.pop_front()?;
+        let exec = matches!(ev, KernelEvent::Exec { .. });
+        self.apply(ev, pre, now_ms, out);
+        Some(exec)
+    }
+
+    /// [`Self::enqueue`] and then every queued event applied.
+    pub fn on_batch(&mut self, events: &[KernelEvent], now_ms: u64, out: &mut Vec<Event>) {
+        self.enqueue(events);
+        while self.step(now_ms, out).is_some() {}
     }
 
     /// Applies one kernel event; an exec's event and alerts go to `out`.

@@ -25,7 +25,7 @@ use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
 use crate::event::Event;
-use crate::netlink::reader::{Drained, KernelReader};
+use crate::netlink::reader::{Batch, Drained, KernelReader};
 use crate::pacing::{Mode, PACED_POLL, Pacing};
 use crate::pipeline::Pipeline;
 use crate::sink::Outputs;
@@ -142,9 +142,32 @@ impl Loop {
         let now_ms = self.now_ms();
         let mut drained = Drained::default();
         let mut batch = std::mem::take(&mut self.batch);
-        while self.kernel.read_batch(&mut batch, &mut drained) {
-            self.pipeline.on_batch(&batch, now_ms, &mut self.emitted);
-            self.emit();
+        // Kernel messages come before enrichment: the processes they name
+        // may be gone by the time the execs queued before them are
+        // enriched. So the socket is read again after each exec applied
+        // (not after each fork or exit: they cost next to nothing).
+        let mut read_now = true;
+        loop {
+            let mut empty = false;
+            if read_now && self.pipeline.pending() < Pipeline::PENDING_MAX {
+                match self.kernel.read_batch(&mut batch, &mut drained) {
+                    Batch::Events { short } => {
+                        self.pipeline.enqueue(&batch);
+                        empty = short;
+                    }
+                    Batch::Dry => empty = true,
+                }
+            }
+            match self.pipeline.step(now_ms, &mut self.emitted) {
+                Some(exec) => {
+                    read_now = exec;
+                    self.emit();
+                }
+                // Asleep only once a read of this very turn found the
+                // socket empty.
+                None if empty => break,
+                None => read_now = true,
+            }
         }
         self.batch = batch;
         self.pacing.read(drained.datagrams);

@@ -17,10 +17,19 @@ pub struct Drained {
     pub overrun: bool,
 }
 
+/// What one [`KernelReader::read_batch`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    /// Events; `short`: fewer datagrams than asked, the socket is empty.
+    Events { short: bool },
+    /// Nothing: the socket is empty.
+    Dry,
+}
+
 pub struct KernelReader {
     pub conn: ProcConnector,
     batch: RecvBatch,
-    /// The last batch was short: the socket is known to be empty.
+    /// The last receive was short: the socket is known to be empty.
     emptied: bool,
     seq_gaps: SeqGaps,
     counters: Counters,
@@ -46,23 +55,21 @@ impl KernelReader {
     }
 
     /// Reads one batch of datagrams (one `recvmmsg`) into `events`, in
-    /// kernel order. False once the socket would block: read on until then,
-    /// the kernel queue is the only buffer between us and an overrun.
-    pub fn read_batch(&mut self, events: &mut Vec<KernelEvent>, d: &mut Drained) -> bool {
+    /// kernel order. [`Batch::Dry`] when the socket would block. The socket
+    /// is known to be empty after `Dry` or a short batch: a datagram that
+    /// arrives later raises a new edge-triggered wake-up. Before sleeping,
+    /// read until then; the kernel queue is the only buffer between us and
+    /// an overrun.
+    pub fn read_batch(&mut self, events: &mut Vec<KernelEvent>, d: &mut Drained) -> Batch {
         events.clear();
-        if std::mem::take(&mut self.emptied) {
-            return false;
-        }
+        self.emptied = false;
         loop {
             match self.conn.recv_batch(&mut self.batch) {
                 Ok(n) => {
                     d.datagrams += n as u64;
-                    // A short batch emptied the queue: the next datagram
-                    // raises a new edge-triggered wake-up, so the read
-                    // that would only say `WouldBlock` is spared.
                     self.emptied = n > 0 && n < BATCH;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Batch::Dry,
                 Err(e) if is_overrun(&e) => {
                     self.emptied = false;
                     self.counters.inc(Counter::Overruns);
@@ -71,7 +78,7 @@ impl KernelReader {
                 }
                 Err(e) => {
                     log::warn!("netlink receive failed: {e}");
-                    return false;
+                    return Batch::Dry;
                 }
             }
             for dgram in self.batch.datagrams() {
@@ -93,10 +100,12 @@ impl KernelReader {
             }
             crate::stages::lap(crate::stages::Stage::KernelRead);
             if !events.is_empty() {
-                return true;
+                return Batch::Events {
+                    short: self.emptied,
+                };
             }
-            if std::mem::take(&mut self.emptied) {
-                return false;
+            if self.emptied {
+                return Batch::Dry;
             }
         }
     }
