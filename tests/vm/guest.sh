@@ -19,6 +19,7 @@ done
 T0=$(cut -d' ' -f1 /proc/uptime)
 echo "VMINFO kernel $(uname -r) cpus $(grep -c ^processor /proc/cpuinfo) storm $STORM"
 
+. /usr/share/execsentry/exact.sh
 result() { echo "VMRESULT $1 $2 $3"; }
 TR=/sys/kernel/tracing
 
@@ -293,29 +294,6 @@ run_daemon() {
 	done
 }
 
-# exact_events FILE TAG SOURCE PIDFILE: "exact seen": storm execs whose
-# process.args are exact (and from SOURCE, if set), and storm pids that
-# got an exec event at all.
-exact_events() {
-	awk -v tag="\"--es-bench=$2\"" -v src="$3" '
-		FNR == NR { want[$1] = 1; next }
-		{
-			i = index($0, "\"process\":{\"pid\":")
-			if (i == 0) next
-			p = substr($0, i + 17); sub(/[^0-9].*/, "", p)
-			if (!(p in want)) next
-			if (!(p in got)) { got[p] = 1; seen++ }
-			if (src != "" && index($0, "\"args_source\":\"" src "\"") == 0) next
-			j = index($0, "\"args\":[")
-			s = substr($0, j + 8); sub(/\].*/, "", s)
-			n = split(s, a, ",")
-			if (n != 4 || a[1] != "\"/bin/true\"" || a[2] != tag) next
-			split(a[3], t, "-"); split(a[4], e, "-")
-			if (t[2] "-" t[3] "\"" != e[2] "-" e[3]) next
-			if (!(p in ok)) { ok[p] = 1; exact++ }
-		}
-		END { printf "%d %d\n", exact, seen }' "$4" "$1"
-}
 
 if run_daemon auto && grep -q 'ready (capture=kprobe' /tmp/auto.err; then
 	result auto_picks_kprobe PASS "$(grep -o 'ready (capture=[a-z]*' /tmp/auto.err)"

@@ -13,6 +13,11 @@
 #   boot KERNEL INITRD LOG TIMEOUT [APPEND] -> runs the VM until it powers
 #                                off or TIMEOUT seconds pass; the serial
 #                                console lands in LOG
+#   static_sensor REPO         -> prints the path of the static sensor
+#                                (`make static`, or $EXECSENTRY_STATIC_BIN)
+#   storm_initramfs REPO BIN INIT OUT -> OUT.cpio.gz with busybox, the
+#                                sensor BIN, the storm, the shipped rules,
+#                                tests/vm/exact.sh and INIT as /init
 #
 # Everything lands under $VM_DIR (default target/vm); downloads are cached
 # there, so a second run needs no network. The machine's own apt
@@ -169,4 +174,34 @@ boot() {
 		-nographic -no-reboot -monitor none -serial "file:$log" \
 		</dev/null >/dev/null 2>&1 || rc=$?
 	return "$rc"
+}
+
+static_sensor() {
+	local repo="$1" bin="${EXECSENTRY_STATIC_BIN:-}"
+	if [ -n "$bin" ]; then
+		echo "$bin"
+		return 0
+	fi
+	mkdir -p "$VM_DIR"
+	vm_log "make static"
+	make -C "$repo" --no-print-directory static >"$VM_DIR/static.log" 2>&1 || {
+		tail -n 30 "$VM_DIR/static.log" >&2
+		return 1
+	}
+	bin="$(sed -n 's/^static: \([^ ]*\) .*/\1/p' "$VM_DIR/static.log" | tail -n 1)"
+	echo "$repo/$bin"
+}
+
+storm_initramfs() {
+	local repo="$1" bin="$2" init="$3" out="$4" tree="${4%.cpio.gz}"
+	mkdir -p "$VM_DIR"
+	gcc -static -O2 -o "$VM_DIR/storm" "$repo/bench/storm.c" || return 1
+	initramfs_tree "$tree" || return 1
+	add_static "$bin" "$tree/bin/execsentry" || return 1
+	add_static "$VM_DIR/storm" "$tree/bin/storm" || return 1
+	mkdir -p "$tree/usr/share/execsentry"
+	cp -r "$repo/rules" "$tree/usr/share/execsentry/rules"
+	cp "$repo/tests/vm/exact.sh" "$tree/usr/share/execsentry/exact.sh"
+	install -m 755 "$init" "$tree/init"
+	build_initramfs "$out" "$tree"
 }

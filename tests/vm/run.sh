@@ -30,24 +30,8 @@ for tool in qemu-system-x86_64 cpio gcc dpkg-deb apt-get file; do
 	command -v "$tool" >/dev/null || { vm_log "missing $tool (tests/support/setup.sh installs it)"; exit 1; }
 done
 
-mkdir -p "$VM_DIR"
-BIN="${EXECSENTRY_STATIC_BIN:-}"
-if [ -z "$BIN" ]; then
-	vm_log "make static"
-	make -C "$REPO" --no-print-directory static >"$VM_DIR/static.log" 2>&1 || { tail -n 30 "$VM_DIR/static.log" >&2; exit 1; }
-	BIN="$(sed -n 's/^static: \([^ ]*\) .*/\1/p' "$VM_DIR/static.log" | tail -n 1)"
-	BIN="$REPO/$BIN"
-fi
-gcc -static -O2 -o "$VM_DIR/storm" "$REPO/bench/storm.c"
-
-TREE="$VM_DIR/initramfs"
-initramfs_tree "$TREE"
-add_static "$BIN" "$TREE/bin/execsentry"
-add_static "$VM_DIR/storm" "$TREE/bin/storm"
-mkdir -p "$TREE/usr/share/execsentry"
-cp -r "$REPO/rules" "$TREE/usr/share/execsentry/rules"
-install -m 755 "$HERE/guest.sh" "$TREE/init"
-build_initramfs "$VM_DIR/initramfs.cpio.gz" "$TREE"
+BIN="$(static_sensor "$REPO")" || exit 1
+storm_initramfs "$REPO" "$BIN" "$HERE/guest.sh" "$VM_DIR/initramfs.cpio.gz" || exit 1
 
 failed=0
 for suite in $KERNELS; do
