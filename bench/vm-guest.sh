@@ -24,6 +24,8 @@ for a in $(cat /proc/cmdline); do
 	es_modes=*) MODES="$(echo "${a#es_modes=}" | tr , ' ')" ;;
 	es_rounds=*) ROUNDS="${a#es_rounds=}" ;;
 	es_debug=*) ES_DEBUG=1 ;;
+	es_profile=*) export EXECSENTRY_PROFILE_STAGES=1 ;;
+	es_env=*) export "${a#es_env=}" ;;
 	esac
 done
 . /usr/share/execsentry/exact.sh

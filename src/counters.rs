@@ -134,6 +134,8 @@ registry! {
     /// argv left unread: it lay in untouched pages of a file on a FUSE or
     /// network filesystem, which our read would have asked for them.
     FanotifyArgvSlowPages = "fanotify.argv_slow_pages", Loss, Fanotify;
+    /// Captures the fanotify thread could not queue for a stalled loop.
+    FanotifyHandoffDropped = "fanotify.handoff_dropped", Loss, Fanotify;
     // kprobe capture (start_thread return probe, perf rings with the user
     // stack): records read, records the kernel could not write (ring
     // full), undecodable records, argv cut (flagged, completed from /proc).

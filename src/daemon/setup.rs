@@ -20,7 +20,7 @@ use crate::capture::kprobe::{KprobeSource, Options as KprobeOptions};
 use crate::config::Config;
 use crate::enrich::{self, ProcReader};
 use crate::event::Event;
-use crate::fanotify::{CaptureOptions, FanotifyCapture, FanotifyError};
+use crate::fanotify::{CaptureOptions, FanotifyCapture, FanotifyError, ThreadedCapture};
 use crate::netlink::ProcConnector;
 use crate::netlink::reader::KernelReader;
 use crate::pacing::Pacing;
@@ -311,10 +311,15 @@ fn open_fanotify(cfg: &Config) -> Result<(Option<Box<dyn CaptureSource>>, String
     }
     let opened = (mode != "proc").then(|| FanotifyCapture::open(opts));
     let (capture, state) = choose_capture(mode, opened)?;
-    Ok((
-        capture.map(|c| Box::new(c) as Box<dyn CaptureSource>),
-        state,
-    ))
+    // Without enforcement the handshake runs on its own thread, so a
+    // waiting exec never waits for the pipeline (see fanotify::threaded).
+    let capture = match capture {
+        Some(c) if !opts.enforce => Some(Box::new(
+            ThreadedCapture::new(c).context("fanotify: the handshake thread")?,
+        ) as Box<dyn CaptureSource>),
+        c => c.map(|c| Box::new(c) as Box<dyn CaptureSource>),
+    };
+    Ok((capture, state))
 }
 
 /// PURE. Before Linux 5.7, reading `/proc/<pid>/syscall` (and

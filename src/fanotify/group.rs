@@ -91,6 +91,7 @@ impl FanotifyCapture {
             tokens: None,
             slow_unmarked: Default::default(),
             local_devs: Default::default(),
+            policy: None,
         };
         if guarded {
             let wd = Watchdog::start(c.group.as_raw_fd()).map_err(|source| FanotifyError::Io {

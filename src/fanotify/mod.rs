@@ -26,6 +26,8 @@ mod latency;
 pub mod mounts;
 pub mod pageguard;
 pub mod remote;
+mod sched;
+mod threaded;
 pub mod watchdog;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -44,6 +46,7 @@ use crate::counters::{Counter, Counters};
 use crate::event::Event;
 pub use events::{RawEvent, parse_events};
 pub use inspect::{looks_like_loader, parse_shebang};
+pub use threaded::ThreadedCapture;
 use watchdog::Watchdog;
 
 /// Limits and policy of a capture.
@@ -165,6 +168,8 @@ pub struct FanotifyCapture {
     /// Local superblocks (host's, and containers' once marked): argv in
     /// pages of files elsewhere is not faulted in by our reads.
     local_devs: [Devs; 2],
+    /// The draining thread's `SCHED_BATCH`, from its first drain on.
+    policy: Option<sched::BatchPolicy>,
 }
 
 impl FanotifyCapture {
@@ -227,6 +232,10 @@ impl FanotifyCapture {
     pub fn drain(&mut self, decider: &mut dyn Decider, out: &mut Vec<ExecCapture>) {
         if let Some(wd) = &self.watchdog {
             wd.drain_started();
+        }
+        // The thread that drains the group: see `sched`.
+        if self.policy.is_none() {
+            self.policy = Some(sched::BatchPolicy::enter());
         }
         // Older events first: they are the closest to their deadline.
         self.retry_deferred(decider, out);
