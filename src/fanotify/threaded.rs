@@ -135,9 +135,23 @@ impl ThreadedCapture {
     }
 }
 
+/// Ends the process when the thread unwinds (release builds abort at the
+/// panic already): a sensor whose handshake died would hold the group
+/// while only the watchdog answers.
+struct ExitOnPanic;
+
+impl Drop for ExitOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            std::process::exit(101);
+        }
+    }
+}
+
 /// The thread: drain when the group (or the retry timer) is ready, remark
 /// when the mount table changed, until the loop says stop.
 fn run(mut poll: Poll, core: &Mutex<Core>, ready: &OwnedFd) {
+    let _exit_on_panic = ExitOnPanic;
     // Capabilities are per thread: this one keeps what the loop keeps for
     // a fanotify capture (its marks, other tasks' /proc and memory).
     if let Err(e) = crate::privilege::drop_capabilities(true) {
