@@ -2,6 +2,8 @@
 # `make bench`: install the comparison tools if missing, then run the
 # benchmark (bench/bench.py, Python stdlib only). Options are passed on, e.g.
 #   bench/run.sh --count 2000 --only proc,forkstat
+# Then, unless --only or --no-vm was given, the VM part (bench/vm.sh: Debian
+# 6.1 under qemu TCG, a storm per capture mode), appended to the report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,4 +24,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
 	# foreground only when none is running.
 	apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-exec python3 bench/bench.py "$@"
+vm=1
+args=()
+for a in "$@"; do
+	case "$a" in
+	--no-vm) vm=0 ;;
+	--only | --only=*) vm=0; args+=("$a") ;;
+	*) args+=("$a") ;;
+	esac
+done
+python3 bench/bench.py "${args[@]}"
+if [ "$vm" = 1 ]; then
+	bash bench/vm.sh
+	{ echo; cat target/bench/vm.md; } >>target/bench/report.md
+fi

@@ -14,7 +14,7 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 mount -t tmpfs tmp /tmp
-STORM=3000
+STORM=2000
 MODES="none proc kprobe fanotify"
 ROUNDS=1
 ES_DEBUG=

@@ -14,7 +14,7 @@ REPO="$(cd "$HERE/.." && pwd)"
 . "$REPO/tests/vm/lib.sh"
 
 SUITE=bookworm
-STORM=3000
+STORM=2000
 MODES=none,proc,kprobe,fanotify
 ROUNDS=2
 TIMEOUT=600
@@ -42,11 +42,11 @@ vm_log "booting $(basename "$kernel") under qemu TCG: storms of $STORM execs, mo
 rc=0
 boot "$kernel" "$VM_DIR/bench.cpio.gz" "$log" "$TIMEOUT" \
 	"es_storm=$STORM es_modes=$MODES es_rounds=$ROUNDS ${VM_BENCH_APPEND:-}" || rc=$?
-tr -d '\r' <"$log" | grep -E '^(VMINFO|VMBENCH)' >"$OUT/vm.txt" || true
+tr -d '\r' <"$log" | grep -oE '(VMINFO|VMBENCH) .*' >"$OUT/vm.txt" || true
 if ! tr -d '\r' <"$log" | grep -q '^VMDONE'; then
 	vm_log "the VM did not finish (qemu rc $rc); last lines:"
 	tr -d '\r' <"$log" | tail -n 15 >&2
 	exit 1
 fi
-python3 "$HERE/vm_report.py" "$OUT/vm.txt" "$(basename "$kernel")" >"$OUT/vm.md"
+python3 "$HERE/vm_report.py" "$OUT/vm.txt" "$(basename "$kernel" | sed 's/^vmlinuz-//')" >"$OUT/vm.md"
 cat "$OUT/vm.md"

@@ -168,7 +168,7 @@ pub struct FanotifyCapture {
     /// Local superblocks (host's, and containers' once marked): argv in
     /// pages of files elsewhere is not faulted in by our reads.
     local_devs: [Devs; 2],
-    /// The draining thread's `SCHED_BATCH`, from its first drain on.
+    /// The loop's `SCHED_BATCH` when it reads the group itself.
     policy: Option<sched::BatchPolicy>,
 }
 
@@ -233,10 +233,6 @@ impl FanotifyCapture {
         if let Some(wd) = &self.watchdog {
             wd.drain_started();
         }
-        // The thread that drains the group: see `sched`.
-        if self.policy.is_none() {
-            self.policy = Some(sched::BatchPolicy::enter());
-        }
         // Older events first: they are the closest to their deadline.
         self.retry_deferred(decider, out);
         self.read_events(decider, out);
@@ -278,6 +274,10 @@ impl CaptureSource for FanotifyCapture {
 
     fn register(&mut self, registry: &Registry, first: Token) -> io::Result<usize> {
         FanotifyCapture::register(self, registry, first, Token(first.0 + 1))?;
+        // The loop itself reads the group (enforcement): see `sched`.
+        if self.policy.is_none() {
+            self.policy = Some(sched::BatchPolicy::enter());
+        }
         Ok(2)
     }
 

@@ -10,6 +10,9 @@
 //! same [`FanotifyCapture::drain`]) and queues the captures for the loop;
 //! the loop only takes them.
 //!
+//! The loop also drains the group whenever it takes the queue (before
+//! every proc-connector exec): whichever of the two runs first answers.
+//!
 //! Ordering: the thread holds the capture's lock from reading an event to
 //! queueing its capture, and the loop takes the lock before pairing a
 //! proc-connector exec. An exec's message exists only after our answer, so
@@ -122,7 +125,7 @@ impl ThreadedCapture {
         poll.registry()
             .register(&mut SourceFd(&stop.as_raw_fd()), STOP, Interest::READABLE)?;
         // Registered here, so the group is in this poll before the thread
-        // runs; the thread's scheduling policy is set by its first drain.
+        // runs.
         core.lock()
             .unwrap_or_else(|p| p.into_inner())
             .cap
@@ -152,6 +155,7 @@ impl Drop for ExitOnPanic {
 /// when the mount table changed, until the loop says stop.
 fn run(mut poll: Poll, core: &Mutex<Core>, ready: &OwnedFd) {
     let _exit_on_panic = ExitOnPanic;
+    let _policy = super::sched::BatchPolicy::enter();
     // Capabilities are per thread: this one keeps what the loop keeps for
     // a fanotify capture (its marks, other tasks' /proc and memory).
     if let Err(e) = crate::privilege::drop_capabilities(true) {
@@ -211,6 +215,10 @@ impl CaptureSource for ThreadedCapture {
         Ok(1)
     }
 
+    /// Takes the queued captures. The loop, on its CPU already, then also
+    /// drains the group itself: an event the thread has not reached yet
+    /// (its CPU busy: a `SCHED_BATCH` thread waits for the tick there) is
+    /// answered now instead of waiting.
     fn on_ready(&mut self, token: Option<Token>, _: &mut dyn Decider, out: &mut Vec<Capture>) {
         if token.is_some() {
             clear(self.ready.as_raw_fd());
@@ -218,6 +226,7 @@ impl CaptureSource for ThreadedCapture {
         let mut c = self.lock();
         out.append(&mut c.queued);
         c.bytes = 0;
+        c.cap.drain(&mut AllowAll, out);
     }
 
     fn observe(&mut self, event: &Event) {

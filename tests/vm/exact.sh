@@ -26,3 +26,9 @@ exact_events() {
 		}
 		END { printf "%d %d\n", exact, seen }' "$4" "$1"
 }
+
+# status_counter JSON NAME: one counter of `execsentry status --json`
+# output (pretty-printed JSON), or empty.
+status_counter() {
+	echo "$1" | tr -d ' \n' | tr ',{}' '\n\n\n' | sed -n "s/^\"$2\":\([0-9]*\)$/\1/p"
+}
