@@ -1,7 +1,10 @@
 //! The kernel matrix: Debian's stock 6.1 (bookworm) and 5.10 (bullseye)
 //! kernels booted under qemu TCG from an initramfs that tests/vm/run.sh
 //! builds; the guest (tests/vm/guest.sh) runs the kprobe capture and
-//! reports over the serial console. A missing tool (qemu, cpio, gcc) or an
+//! reports over the serial console; `mode_fanotify` is a 5 000-exec storm
+//! under `--capture fanotify` that must arrive >= 99.9 % exact from the
+//! handshake itself, with the watchdog's answers (each one an exec the
+//! handshake missed) reported and bounded to 0.1 %. A missing tool (qemu, cpio, gcc) or an
 //! unreachable Debian archive with nothing cached fails the test: the
 //! project's tests/support/setup.sh installs what it needs.
 
