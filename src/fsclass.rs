@@ -109,6 +109,19 @@ pub fn class_in(text: &[u8], mnt_id: u64) -> Option<FsClass> {
         .map(|m| class_of_type(&m.fstype))
 }
 
+/// The mount id of a memfd of our own: every (non-hugetlb) memfd on the
+/// host lives on that one internal shmem mount.
+fn memfd_mount() -> Option<u64> {
+    // SAFETY: a NUL-terminated name and plain flags; the result is checked.
+    let fd = unsafe { libc::memfd_create(c"execsentry-mnt".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    fd_mount(fd.as_raw_fd()).mnt_id
+}
+
 /// `/proc/self/fdinfo/<fd>`, read into a stack buffer: procfs only, no
 /// request to the file's filesystem (an fd's `show_fdinfo` is the file
 /// type's, and regular files of FUSE and network filesystems have none).
@@ -153,6 +166,9 @@ fn read_bounded(f: &mut File) -> Option<Vec<u8>> {
 pub struct HostMounts {
     file: Option<File>,
     classes: MountClasses,
+    /// The kernel's internal mount of memfd files, in no mountinfo: runc
+    /// runs `runc init` from a memfd copy of itself.
+    memfd_mnt: Option<u64>,
 }
 
 impl HostMounts {
@@ -162,6 +178,7 @@ impl HostMounts {
         let mut h = HostMounts {
             file: File::open("/proc/self/mountinfo").ok(),
             classes: MountClasses::default(),
+            memfd_mnt: memfd_mount(),
         };
         h.reload();
         h
@@ -172,6 +189,7 @@ impl HostMounts {
         HostMounts {
             file: None,
             classes,
+            memfd_mnt: None,
         }
     }
 
@@ -211,6 +229,9 @@ pub fn class_of_fd(host: &mut HostMounts, proc_root: &Path, pid: u32, fd: RawFd)
     let Some(mnt_id) = fd_mount(fd).mnt_id else {
         return FsClass::Slow;
     };
+    if host.memfd_mnt == Some(mnt_id) {
+        return FsClass::Local;
+    }
     host.current()
         .class(mnt_id)
         .or_else(|| pid_mount_class(proc_root, pid, mnt_id))
@@ -220,6 +241,27 @@ pub fn class_of_fd(host: &mut HostMounts, proc_root: &Path, pid: u32, fd: RawFd)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_memfd_is_local_though_no_mountinfo_lists_its_mount() {
+        // SAFETY: as in memfd_mount.
+        let fd = unsafe { libc::memfd_create(c"t".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(fd >= 0);
+        // SAFETY: a fresh fd we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut host = HostMounts::fixed(MountClasses::default());
+        assert_eq!(
+            class_of_fd(&mut host, Path::new("/nonexistent"), 1, fd.as_raw_fd()),
+            FsClass::Slow,
+            "unknown mounts are slow"
+        );
+        host.memfd_mnt = memfd_mount();
+        assert!(host.memfd_mnt.is_some());
+        assert_eq!(
+            class_of_fd(&mut host, Path::new("/nonexistent"), 1, fd.as_raw_fd()),
+            FsClass::Local
+        );
+    }
 
     #[test]
     fn fdinfo_of_a_regular_file_and_of_an_old_kernel() {
