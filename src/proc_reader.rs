@@ -59,7 +59,7 @@ impl ProcReader {
         self.read_inner(pid, true, capture, self.max_args_bytes, Some(pre))
     }
 
-    /// The first pass over a batch of execs (proc mode): `cmdline`, then
+    /// Proc mode, as the exec's kernel message is read: `cmdline`, then
     /// `stat`, of a process that may be gone by the time its exec is
     /// enriched. `None` when it is gone already.
     pub fn prefetch(&self, pid: u32) -> Option<Prefetched> {

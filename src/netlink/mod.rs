@@ -232,7 +232,7 @@ impl ProcConnector {
 
     /// Up to [`BATCH`] datagrams in one `recvmmsg`; errors as
     /// [`Self::recv`]. Datagrams not sent by the kernel are discarded.
-    /// Returns how many arrived; read on until `WouldBlock`.
+    /// Returns how many arrived (0 after `EINTR`: read again).
     pub fn recv_batch(&mut self, batch: &mut RecvBatch) -> io::Result<usize> {
         let RecvBatch {
             headers,
