@@ -28,9 +28,7 @@ while [ $# -gt 0 ]; do
 	*) echo "usage: $0 [--suite S] [--storm N] [--modes LIST] [--rounds R] [--timeout S]" >&2; exit 2 ;;
 	esac
 done
-for tool in qemu-system-x86_64 cpio gcc dpkg-deb apt-get file; do
-	command -v "$tool" >/dev/null || { vm_log "missing $tool (tests/support/setup.sh installs it)"; exit 1; }
-done
+vm_require_tools
 
 OUT="$REPO/target/bench"
 mkdir -p "$OUT"

@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::events::args_of;
+use common::events::{args_of, strings_at};
 use common::{Sensor, json_path, json_str, repo_root, status_json, unique_name};
 use serde_json::Value;
 
@@ -115,14 +115,7 @@ fn is_event_with(v: &Value, marker: &str) -> bool {
 }
 
 fn stalled_marker(v: &Value) -> Vec<String> {
-    json_path(v, "execsentry.stalled")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
+    strings_at(v, "execsentry.stalled")
 }
 
 fn loop_is_not_stalled_by_fuse(capture: &str) {

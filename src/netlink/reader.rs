@@ -29,8 +29,6 @@ pub enum Batch {
 pub struct KernelReader {
     pub conn: ProcConnector,
     batch: RecvBatch,
-    /// The last receive was short: the socket is known to be empty.
-    emptied: bool,
     seq_gaps: SeqGaps,
     counters: Counters,
 }
@@ -48,7 +46,6 @@ impl KernelReader {
         KernelReader {
             conn,
             batch: RecvBatch::default(),
-            emptied: false,
             seq_gaps: SeqGaps::default(),
             counters,
         }
@@ -62,16 +59,15 @@ impl KernelReader {
     /// an overrun.
     pub fn read_batch(&mut self, events: &mut Vec<KernelEvent>, d: &mut Drained) -> Batch {
         events.clear();
-        self.emptied = false;
         loop {
-            match self.conn.recv_batch(&mut self.batch) {
+            // A short receive emptied the socket.
+            let emptied = match self.conn.recv_batch(&mut self.batch) {
                 Ok(n) => {
                     d.datagrams += n as u64;
-                    self.emptied = n > 0 && n < BATCH;
+                    n > 0 && n < BATCH
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Batch::Dry,
                 Err(e) if is_overrun(&e) => {
-                    self.emptied = false;
                     self.counters.inc(Counter::Overruns);
                     d.overrun = true;
                     continue;
@@ -80,7 +76,7 @@ impl KernelReader {
                     log::warn!("netlink receive failed: {e}");
                     return Batch::Dry;
                 }
-            }
+            };
             for dgram in self.batch.datagrams() {
                 for item in wire::decode_records(dgram) {
                     match item {
@@ -100,11 +96,9 @@ impl KernelReader {
             }
             crate::stages::lap(crate::stages::Stage::KernelRead);
             if !events.is_empty() {
-                return Batch::Events {
-                    short: self.emptied,
-                };
+                return Batch::Events { short: emptied };
             }
-            if self.emptied {
+            if emptied {
                 return Batch::Dry;
             }
         }

@@ -27,7 +27,12 @@ pub fn sensor(capture: &str, extra: &[&str]) -> Sensor {
 
 /// `process.args` as strings (escaped arguments stay escaped).
 pub fn args_of(v: &Value) -> Vec<String> {
-    json_path(v, "process.args")
+    strings_at(v, "process.args")
+}
+
+/// The string elements of the array at `path`; empty when there is none.
+pub fn strings_at(v: &Value, path: &str) -> Vec<String> {
+    json_path(v, path)
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()

@@ -205,3 +205,10 @@ storm_initramfs() {
 	install -m 755 "$init" "$tree/init"
 	build_initramfs "$out" "$tree"
 }
+
+# Fails (exit 1) when a tool the VM harness needs is missing.
+vm_require_tools() {
+	for tool in qemu-system-x86_64 cpio gcc dpkg-deb apt-get file; do
+		command -v "$tool" >/dev/null || { vm_log "missing $tool (tests/support/setup.sh installs it)"; exit 1; }
+	done
+}

@@ -26,9 +26,7 @@ while [ $# -gt 0 ]; do
 	esac
 done
 
-for tool in qemu-system-x86_64 cpio gcc dpkg-deb apt-get file; do
-	command -v "$tool" >/dev/null || { vm_log "missing $tool (tests/support/setup.sh installs it)"; exit 1; }
-done
+vm_require_tools
 
 BIN="$(static_sensor "$REPO")" || exit 1
 storm_initramfs "$REPO" "$BIN" "$HERE/guest.sh" "$VM_DIR/initramfs.cpio.gz" || exit 1
