@@ -59,7 +59,7 @@ fn rootfs_has_applets_and_tool_copies_and_is_removed() {
         let meta = bin.join(tool).symlink_metadata().unwrap();
         assert!(meta.is_file(), "{tool} must be a real file, not a link");
     }
-    let out = run_ok(Command::new(bin.join("sh")).args(["-c", "echo ok"]));
+    let out = output_of_fresh(Command::new(bin.join("sh")).args(["-c", "echo ok"]));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
     drop(root);
     assert!(!path.exists(), "rootfs dir left behind: {}", path.display());
@@ -86,12 +86,17 @@ fn runc_trace(c: &RuncContainer, cgroups_path: &str) -> RuncTrace {
 }
 
 fn assert_runc_gone(t: &RuncTrace) {
-    let list = run_ok(Command::new("runc").args(["list", "-q"]));
+    // `runc state` of this one id, not `runc list`: list stats every
+    // container's state dir and fails when another test deletes its own
+    // container at that moment.
+    let state = Command::new("runc")
+        .args(["state", &t.id])
+        .output()
+        .expect("run runc state");
     assert!(
-        !String::from_utf8_lossy(&list.stdout)
-            .lines()
-            .any(|l| l == t.id),
-        "runc container {} left behind",
+        !state.status.success()
+            && String::from_utf8_lossy(&state.stderr).contains("does not exist"),
+        "runc container {} left behind: {state:?}",
         t.id
     );
     assert!(!pid_alive(t.pid), "container init {} still alive", t.pid);

@@ -23,11 +23,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
-use std::thread;
 use std::time::Duration;
 
 use common::events::{arg_bytes, args_of, has_arg_of_kind};
-use common::{Sensor, json_path, json_str, unique_name};
+use common::{Sensor, json_path, json_str, output_of_fresh, unique_name};
 use execsentry::config::{Format, Payload};
 use execsentry::event::Event;
 use execsentry::sink::format::Formatter;
@@ -121,21 +120,9 @@ fn hostile_executable(dir: &Path, name: &[u8]) -> std::path::PathBuf {
     path
 }
 
-/// Runs a file this process just wrote, retrying ETXTBSY (another test
-/// thread that forks at that moment briefly holds the write fd).
 fn run_fresh(cmd: &mut Command) {
-    for _ in 0..50 {
-        match cmd.status() {
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
-                thread::sleep(Duration::from_millis(20))
-            }
-            r => {
-                assert!(r.expect("run hostile executable").success());
-                return;
-            }
-        }
-    }
-    panic!("{cmd:?}: text file busy for a second")
+    let out = output_of_fresh(cmd);
+    assert!(out.status.success(), "run hostile executable: {out:?}");
 }
 
 /// The raise of RLIMIT_STACK lets 2 MiB of argv through execve: the kernel

@@ -14,12 +14,11 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::thread;
 use std::time::Duration;
 
 use common::{
-    DockerContainer, TEST_IMAGE, docker_available, json_path, json_str, rules_dir, run_ok,
-    unique_name,
+    DockerContainer, TEST_IMAGE, docker_available, json_path, json_str, output_of_fresh, rules_dir,
+    run_ok, unique_name,
 };
 use execsentry::event::ExeIdentity;
 use execsentry::identity::{FileAt, ToolTable, identify};
@@ -211,16 +210,9 @@ fn renamed_docker_on_the_host_and_hidden_in_a_container_alert_by_identity() {
     let host_mark = unique_name("gdocker");
     let plain_mark = unique_name("plain");
     let box_mark = unique_name("boxed");
-    // Freshly written files: retry "text file busy" from racing forks.
     let run = |cmd: &mut Command| {
-        for _ in 0..50 {
-            match cmd.status() {
-                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
-                    thread::sleep(Duration::from_millis(20))
-                }
-                r => return assert!(r.expect("run").success()),
-            }
-        }
+        let out = output_of_fresh(cmd);
+        assert!(out.status.success(), "{out:?}");
     };
     run(Command::new(&gdocker.0).args(["ps", &host_mark]));
     run(Command::new(&unrenamed).args(["ps", &plain_mark]));

@@ -212,7 +212,8 @@ pub fn populate_rootfs(root: &Path) {
     let bin = root.join("bin");
     let bb = bin.join("busybox");
     std::fs::copy(busybox(), &bb).expect("copy busybox into rootfs");
-    let list = run_ok(Command::new(&bb).arg("--list"));
+    let list = output_of_fresh(Command::new(&bb).arg("--list"));
+    assert!(list.status.success(), "busybox --list: {list:?}");
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         let applet = applet.trim();
         if applet.is_empty() || applet == "busybox" || TOOL_COPIES.contains(&applet) {
