@@ -234,7 +234,7 @@ impl Identifier {
         };
         Self::apply(&known, ev);
         if let Some(tool) = known.exe.as_ref().and_then(|x| x.tool.as_deref())
-            && self.is_reexec(proc_root, pid, tool, ev)
+            && self.is_reexec(proc_root, pid, tool, known.sha256.as_deref(), ev)
             && let Some(x) = ev.execsentry.exe.as_mut()
         {
             x.reexec = true;
@@ -246,10 +246,20 @@ impl Identifier {
     /// `/proc/<pid>/exe` then reads), the same path (the parent may have
     /// exited), or a memfd copy of a parent that is the same tool (runc
     /// clones itself into a memfd before `runc init`); or a runtime hook
-    /// (below). A copy of a tool renamed and started from a shell has a
-    /// shell for a parent, so it is never a re-exec. Files on slow
+    /// (below). The same content counts as the same file: runc 1.1 runs
+    /// `runc init` from a bind mount of its own binary that it detached
+    /// at once, whose `/proc/<pid>/exe` reads `/` and whose mount no
+    /// mountinfo lists. A copy of a tool renamed and started from a shell
+    /// has a shell for a parent, so it is never a re-exec. Files on slow
     /// filesystems are not waited for here.
-    fn is_reexec(&mut self, proc_root: &Path, pid: u32, tool: &str, ev: &Event) -> bool {
+    fn is_reexec(
+        &mut self,
+        proc_root: &Path,
+        pid: u32,
+        tool: &str,
+        sha256: Option<&str>,
+        ev: &Event,
+    ) -> bool {
         let ppid = ev.process.parent.pid;
         let exe = &ev.process.executable;
         if ppid == 0 || ppid == pid {
@@ -267,11 +277,15 @@ impl Identifier {
         {
             return true;
         }
-        let parent_tool = match self.find(proc_root, ppid, false) {
-            Found::Known(k) => k.exe.as_ref().and_then(|x| x.tool.clone()),
+        let parent = match self.find(proc_root, ppid, false) {
+            Found::Known(k) => Some(k),
             _ => None,
         };
-        if exe.starts_with("/memfd:") {
+        if sha256.is_some() && parent.as_ref().and_then(|k| k.sha256.as_deref()) == sha256 {
+            return true;
+        }
+        let parent_tool = parent.and_then(|k| k.exe.as_ref().and_then(|x| x.tool.clone()));
+        if exe.starts_with("/memfd:") || exe == "/" {
             return parent_tool.is_some_and(|t| t == tool);
         }
         // A runtime running another runtime's installed program through
