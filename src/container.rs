@@ -79,11 +79,12 @@ impl ContainerInfo {
 /// Recognises the container of a process from its cgroup text and its
 /// namespaces, `host_ns` being the sensor's own (taken at start).
 pub fn detect(cgroup: &str, ns: &Namespaces, host_ns: &Namespaces) -> Option<ContainerInfo> {
-    cgroup
-        .lines()
-        .filter_map(cgroup_path)
-        .find_map(detect_path)
-        .or_else(|| namespace_fallback(cgroup, ns, host_ns))
+    from_cgroup(cgroup).or_else(|| namespace_fallback(cgroup, ns, host_ns))
+}
+
+/// The container a cgroup path names, without the namespace fallback.
+pub fn from_cgroup(cgroup: &str) -> Option<ContainerInfo> {
+    cgroup.lines().filter_map(cgroup_path).find_map(detect_path)
 }
 
 /// The path part of a `/proc/<pid>/cgroup` line (it may contain ':').

@@ -140,10 +140,13 @@ pub fn build_event(inp: &EventInput<'_>) -> Event {
         (args, ARGS_PROC, !f.cmdline_truncated)
     };
     let name = process_name(&comm, &executable, args.first().map(String::as_str));
-    let container =
-        f.ns.as_ref()
-            .and_then(|ns| container::detect(&f.cgroup, ns, &host.host_ns))
-            .or_else(|| f.known_container.clone());
+    let container = match &f.ns {
+        Some(ns) => container::detect(&f.cgroup, ns, &host.host_ns),
+        // Gone before its namespaces were read: its cgroup, when a capture
+        // source read it in time, still names the container.
+        None => container::from_cgroup(&f.cgroup),
+    }
+    .or_else(|| f.known_container.clone());
     let (uid, gid, ruid, rgid, caps) = match &f.status {
         Some(s) => (
             Some(s.uid[1]),

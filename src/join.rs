@@ -28,8 +28,15 @@ pub struct CaptureStats {
 /// Bytes of argv and paths held at most.
 pub const MAX_PENDING_BYTES: usize = 64 << 20;
 
-fn weight(c: &Capture) -> usize {
-    c.argv.len() + c.executable.len() + c.filename.len() + c.envp.as_ref().map_or(0, Vec::len) + 64
+/// What a queued capture holds, in bytes (every queue of captures is
+/// bounded by it).
+pub fn capture_bytes(c: &Capture) -> usize {
+    c.argv.len()
+        + c.executable.len()
+        + c.filename.len()
+        + c.envp.as_ref().map_or(0, Vec::len)
+        + c.cgroup.as_ref().map_or(0, String::len)
+        + 64
 }
 
 pub struct ExecJoin {
@@ -70,7 +77,7 @@ impl ExecJoin {
     }
 
     pub fn push(&mut self, capture: Capture, now_ms: u64) {
-        let w = weight(&capture);
+        let w = capture_bytes(&capture);
         if self.len >= self.capacity || self.bytes + w > MAX_PENDING_BYTES {
             self.stats.dropped_full += 1;
             return;
@@ -91,7 +98,7 @@ impl ExecJoin {
             self.by_pid.remove(&pid);
         }
         self.len -= 1;
-        self.bytes -= weight(&c);
+        self.bytes -= capture_bytes(&c);
         self.stats.matched += 1;
         Some(c)
     }
@@ -130,7 +137,7 @@ impl ExecJoin {
                 .is_some_and(|(at, _)| now_ms.saturating_sub(*at) > max_age)
             {
                 if let Some((_, c)) = q.pop_front() {
-                    freed += weight(&c);
+                    freed += capture_bytes(&c);
                 }
                 expired += 1;
             }

@@ -652,6 +652,28 @@ mod tests {
     }
 
     #[test]
+    fn a_container_exec_gone_before_proc_is_read_keeps_its_captured_cgroup() {
+        const ID: &str = "5f1c2d3e4a5b6c7d8e9f00112233445566778899aabbccddeeff001122334455";
+        let mut p = fixture_pipeline("host");
+        p.set_source(Box::new(FakeSource {
+            queued: vec![Capture {
+                pid: 4321,
+                argv: b"kubectl\0exec\0web-0\0".to_vec(),
+                executable: b"/usr/local/bin/kubectl".to_vec(),
+                cgroup: Some(format!("0::/system.slice/docker-{ID}.scope\n")),
+                args_read: true,
+                ..Default::default()
+            }],
+            observed: std::rc::Rc::default(),
+            every_exec: true,
+        }));
+        let ev = exec(&mut p, 4321);
+        let c = ev.container.expect("container from the captured cgroup");
+        assert_eq!(c.id, ID);
+        assert_eq!(c.runtime, "docker");
+    }
+
+    #[test]
     fn an_exec_whose_record_was_lost_is_flagged_from_proc() {
         for every_exec in [true, false] {
             let mut p = fixture_pipeline("host");

@@ -107,6 +107,9 @@ impl ProcReader {
             None => (self.procfs.dir(pid), None, None),
         };
         if let Some(c) = capture {
+            if let Some(cg) = c.cgroup {
+                f.cgroup = cg;
+            }
             f.cmdline = c.argv;
             f.cmdline_truncated = c.truncated;
             f.exe = (!c.executable.is_empty()).then_some(c.executable);
@@ -152,7 +155,7 @@ impl ProcReader {
             return f;
         }
         // The cgroup decides the container: read it before the rest.
-        if d.cgroup(&mut f.cgroup).is_err() {
+        if f.cgroup.is_empty() && d.cgroup(&mut f.cgroup).is_err() {
             f.cgroup.clear();
         }
         if f.exe.is_none() {

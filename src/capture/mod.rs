@@ -78,6 +78,11 @@ pub struct Capture {
     /// The exec's environment (NUL-separated, as `envp` gave it), only when
     /// `sensor.capture_env_vars` names variables and the source saw it.
     pub envp: Option<Vec<u8>>,
+    /// `/proc/<pid>/cgroup`, when the source could read it while the
+    /// process surely lived (fanotify: right after its answer). A
+    /// short-lived process in a container is gone by the time the
+    /// pipeline reaches it, and its cgroup is what says "container".
+    pub cgroup: Option<String>,
     /// `Deny` only from a gating source that refused the exec.
     pub verdict: Verdict,
     pub source: ArgsSource,

@@ -302,6 +302,12 @@ impl FanotifyCapture {
             // SAFETY: the event fd is open until the close below.
             let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
             c.interpreter = shebang(bfd);
+            // Answered: the task goes on with its exec, and a short-lived
+            // one may be gone before the pipeline reaches it.
+            let mut cg = String::new();
+            if crate::procfs::ProcFs::host().cgroup(c.pid, &mut cg).is_ok() {
+                c.cgroup = Some(cg);
+            }
             if c.interpreter.is_some()
                 && let Some(k) = self.recent.get_mut(&c.pid)
             {

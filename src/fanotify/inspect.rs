@@ -146,6 +146,7 @@ impl FanotifyCapture {
             verdict: Verdict::Allow,
             comm: None,
             envp: None,
+            cgroup: None,
             source: ArgsSource::Fanotify,
         };
         if let Some(call) = call {

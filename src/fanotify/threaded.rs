@@ -53,7 +53,7 @@ struct Core {
 
 impl Core {
     fn push(&mut self, c: Capture) {
-        let w = c.argv.len() + c.executable.len() + c.filename.len() + 64;
+        let w = crate::join::capture_bytes(&c);
         if self.queued.len() >= QUEUE_MAX || self.bytes + w > QUEUE_MAX_BYTES {
             self.dropped += 1;
             return;
