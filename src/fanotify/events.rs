@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::inspect::{Inspected, shebang};
 use super::watchdog::{self, SLOTS};
-use super::{DEFER_BUDGET, DEFER_MAX, ExecCapture, FanotifyCapture, RETRY_EVERY};
+use super::{DEFER_BUDGET, DEFER_MAX, ExecCapture, FanotifyCapture, READ_HOLD, RETRY_EVERY};
 use crate::capture::Decider;
 
 /// `struct fanotify_event_metadata` is 24 bytes; the kernel writes whole
@@ -203,6 +203,7 @@ impl FanotifyCapture {
             for (ev, inflight) in evs.iter().zip(batch.iter_mut()) {
                 self.stats.events += 1;
                 let may_defer = self.deferred.len() < DEFER_MAX;
+                self.starting_on(inflight.slot, inflight.slot_word);
                 let capture = match self.inspect(ev, may_defer) {
                     Inspected::Running => {
                         self.stats.deferred += 1;
@@ -266,6 +267,7 @@ impl FanotifyCapture {
                 self.stats.argv_read_errors += 1;
                 None
             } else {
+                self.starting_on(d.slot, d.slot_word);
                 match self.inspect(&d.ev, !late) {
                     Inspected::Running => {
                         self.deferred[i].next_try = now + RETRY_EVERY;
@@ -286,6 +288,14 @@ impl FanotifyCapture {
                 c
             });
             self.finish(d.ev.fd, d.slot, capture, out);
+        }
+    }
+
+    /// Tells the watchdog the loop is at work on the event in `slot`.
+    fn starting_on(&self, slot: usize, word: u64) {
+        if let Some(wd) = &self.watchdog {
+            wd.heartbeat();
+            wd.hold(slot, word, READ_HOLD);
         }
     }
 

@@ -115,10 +115,15 @@ pub enum FanotifyError {
 }
 
 /// How long an event whose task still reads `running` may stay deferred
-/// before it is allowed without argv: the exec latency we accept to add,
-/// kept below the watchdog's [`watchdog::ANSWER_AFTER`] so the loop, not
-/// the watchdog, gives the answer.
-const DEFER_BUDGET: Duration = Duration::from_millis(2);
+/// before it is allowed without argv. A running task is not waiting for
+/// our answer yet (a preempted one, or a virtual CPU the host descheduled,
+/// can stay so for milliseconds); each retry is a heartbeat, so a stopped
+/// loop still hands it to the watchdog within [`watchdog::ANSWER_AFTER`].
+/// Below [`watchdog::WAIT_MAX`], so the loop, not the watchdog, answers.
+const DEFER_BUDGET: Duration = Duration::from_millis(80);
+/// How long the watchdog leaves an event alone while the loop reads its
+/// task's `/proc/<pid>/syscall` (see [`watchdog::Watchdog::hold`]).
+const READ_HOLD: Duration = Duration::from_millis(40);
 /// Retry period of a deferred event. The timer is a timerfd, so it is not
 /// rounded to the poll timeout's milliseconds.
 const RETRY_EVERY: Duration = Duration::from_micros(50);

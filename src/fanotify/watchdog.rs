@@ -7,8 +7,10 @@
 //! ptrace stop): a watchdog thread would stop with it. A process does not.
 //! It shares the group fd and one `MAP_SHARED` page of the loop's progress
 //! (the slots below), answers `FAN_ALLOW` and nothing else:
-//! (1) for events the loop has read but not answered within
-//! [`ANSWER_AFTER`], and (2) for events the loop has not even read: if the
+//! (1) for events the loop has read but not answered once it has shown no
+//! progress for [`ANSWER_AFTER`] (a heartbeat per event it starts on, a
+//! hold while it reads one event's task), or [`WAIT_MAX`] after the read
+//! however it progresses, and (2) for events the loop has not even read: if the
 //! group fd stays readable for [`ANSWER_AFTER`] while the loop has not entered
 //! `drain` in between, the watchdog reads and allows them itself (their argv
 //! is lost and counted). It never touches `/proc`, allocates nothing (after
@@ -50,7 +52,9 @@
 //! The loop may leave an event whose task has not parked yet unanswered
 //! across `drain` calls (the capture's deferred set). Its slot simply stays
 //! PENDING meanwhile, with its fd open: to the watchdog it is one more case
-//! (1) event, allowed once [`ANSWER_AFTER`] has passed since its read. The
+//! (1) event; each retry is a heartbeat (its task, still running, is not
+//! waiting for us), so a stopped loop hands it over within
+//! [`ANSWER_AFTER`]. The
 //! loop answers it later through the same claim/release, so a watchdog
 //! answer in between costs the argv but is never doubled, and its fd number
 //! cannot be reused before the watchdog is done writing. Slots are not tied
@@ -64,8 +68,13 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// An event read but unanswered for this long is allowed by the watchdog.
+/// An event read but unanswered is allowed by the watchdog once the loop
+/// has shown no progress for this long: no heartbeat (one per event it
+/// handles) since, nor a [hold](Watchdog::hold) of that event.
 pub const ANSWER_AFTER: Duration = Duration::from_millis(3);
+/// However the loop progresses, no event waits longer than this for its
+/// answer (a slow loop, a long batch): then the watchdog allows it.
+pub const WAIT_MAX: Duration = Duration::from_millis(100);
 /// Shortest sleep: below this, sleeping costs more than it saves.
 const MIN_SLEEP: Duration = Duration::from_micros(100);
 /// Time without a published event before parking.
@@ -104,6 +113,9 @@ struct Slot {
     state: AtomicU64,
     fd: AtomicI32,
     read_ns: AtomicU64,
+    /// Not answered before this (ns since `epoch`): the loop is reading
+    /// this event's task (see [`Watchdog::hold`]).
+    hold_ns: AtomicU64,
 }
 
 /// State shared by the loop and the watchdog process: one `MAP_SHARED`
@@ -125,8 +137,11 @@ struct Shared {
     /// 1 while the child is parked: a futex word.
     sleeping: AtomicU32,
     published: AtomicU64,
-    /// Bumped on every entry to `drain`: proof of life of the loop.
+    /// Bumped on every entry to `drain` and every heartbeat: proof of
+    /// life of the loop.
     drains: AtomicU64,
+    /// When the loop last started on an event (ns since `epoch`).
+    heartbeat_ns: AtomicU64,
     answers: AtomicU64,
     takeover_answers: AtomicU64,
     /// Answers given while the loop was silent for [`SILENT_LOOP`].
@@ -259,11 +274,13 @@ impl Watchdog {
                     state: AtomicU64::new(FREE),
                     fd: AtomicI32::new(-1),
                     read_ns: AtomicU64::new(0),
+                    hold_ns: AtomicU64::new(0),
                 }),
                 stop: AtomicBool::new(false),
                 sleeping: AtomicU32::new(0),
                 published: AtomicU64::new(0),
                 drains: AtomicU64::new(0),
+                heartbeat_ns: AtomicU64::new(0),
                 answers: AtomicU64::new(0),
                 takeover_answers: AtomicU64::new(0),
                 silent_answers: AtomicU64::new(0),
@@ -368,6 +385,7 @@ impl Watchdog {
         let slot = &s.slots[i];
         slot.fd.store(fd, Ordering::Relaxed);
         slot.read_ns.store(s.now_ns(), Ordering::Relaxed);
+        slot.hold_ns.store(0, Ordering::Relaxed);
         slot.state.store(word, Ordering::SeqCst);
         s.published.fetch_add(1, Ordering::SeqCst);
         // Pairs with the watchdog's store of `sleeping` and re-scan: one of
@@ -383,6 +401,31 @@ impl Watchdog {
     /// right after; [`claim`](Self::claim) decides.
     pub fn is_pending(&self, i: usize, word: u64) -> bool {
         self.shared().slots[i].state.load(Ordering::SeqCst) == word
+    }
+
+    /// The loop starts on one more event: the events it has read but not
+    /// reached yet are not waiting for a stalled loop, so their answer
+    /// stays the loop's (up to [`WAIT_MAX`]).
+    pub fn heartbeat(&self) {
+        let s = self.shared();
+        s.heartbeat_ns.store(s.now_ns(), Ordering::Relaxed);
+        s.drains.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The loop is about to read the task of the event in slot `i`
+    /// (`/proc/<pid>/syscall`): that read waits while the task is still
+    /// on a CPU on its way to park (`wait_task_inactive`), which on a
+    /// virtual CPU the host has descheduled lasts milliseconds, and the
+    /// task is not waiting for our answer meanwhile. Up to `d` from now
+    /// (and [`WAIT_MAX`] from the read), the watchdog leaves it alone. A
+    /// stopped loop costs that one event `d` at most.
+    pub fn hold(&self, i: usize, word: u64, d: Duration) {
+        let s = self.shared();
+        let slot = &s.slots[i];
+        if slot.state.load(Ordering::SeqCst) == word {
+            slot.hold_ns
+                .store(s.now_ns().saturating_add(ns(d)), Ordering::Relaxed);
+        }
     }
 
     /// Claims slot `i` for the loop's own answer.
@@ -546,6 +589,43 @@ mod tests {
         assert_eq!(wd.claim(0, word), Claim::Watchdog);
         assert_eq!(wd.claim(0, next), Claim::Loop);
         wd.release(0, next);
+        drop(wd);
+        close(p);
+    }
+
+    #[test]
+    fn an_event_waits_for_a_stalled_loop_only_answer_after_and_never_past_wait_max() {
+        let ms = |n: u64| n * 1_000_000;
+        let after = ns(ANSWER_AFTER);
+        // A loop that shows no progress: ANSWER_AFTER after the read.
+        assert_eq!(child::due_ns(ms(10), 0, 0), ms(10) + after);
+        // A heartbeat since: ANSWER_AFTER after the heartbeat.
+        assert_eq!(child::due_ns(ms(10), ms(15), 0), ms(15) + after);
+        // Held while its task is read: until the hold, if that is later.
+        assert_eq!(child::due_ns(ms(10), ms(11), ms(40)), ms(40));
+        assert_eq!(child::due_ns(ms(10), ms(50), ms(40)), ms(50) + after);
+        // However busy the loop is, never past WAIT_MAX.
+        let cap = ms(10) + ns(WAIT_MAX);
+        assert_eq!(child::due_ns(ms(10), cap, 0), cap);
+        assert_eq!(child::due_ns(ms(10), 0, u64::MAX), cap);
+    }
+
+    #[test]
+    fn a_held_event_outlives_answer_after_and_a_stopped_loop_still_gets_it_answered() {
+        let (mut wd, p) = watchdog();
+        let word = wd.publish(5, 1234);
+        wd.hold(5, word, ANSWER_AFTER * 10);
+        std::thread::sleep(ANSWER_AFTER * 3);
+        assert_eq!(wd.answers(), 0, "answered while held");
+        // No heartbeat and no renewal (a stopped loop): answered after the
+        // hold.
+        let deadline = Instant::now() + WAIT_MAX * 3;
+        while wd.answers() == 0 {
+            assert!(Instant::now() < deadline, "held event never answered");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(wd.claim(5, word), Claim::Watchdog);
+        wd.release(5, word);
         drop(wd);
         close(p);
     }

@@ -17,11 +17,8 @@ impl Shared {
     /// how many it answered.
     pub(super) fn answer_overdue(&self) -> (Option<u64>, u64) {
         let now = self.now_ns();
-        let after = if self.handoff.load(Ordering::SeqCst) {
-            0
-        } else {
-            ns(ANSWER_AFTER)
-        };
+        let handoff = self.handoff.load(Ordering::SeqCst);
+        let beat = self.heartbeat_ns.load(Ordering::Relaxed);
         let mut next: Option<u64> = None;
         let mut answered = 0;
         for slot in &self.slots {
@@ -30,7 +27,15 @@ impl Shared {
                 continue;
             }
             let fd = slot.fd.load(Ordering::Relaxed);
-            let due = slot.read_ns.load(Ordering::Relaxed).saturating_add(after);
+            let due = if handoff {
+                0
+            } else {
+                due_ns(
+                    slot.read_ns.load(Ordering::Relaxed),
+                    beat,
+                    slot.hold_ns.load(Ordering::Relaxed),
+                )
+            };
             if now < due {
                 next = Some(next.map_or(due, |n| n.min(due)));
                 continue;
@@ -87,6 +92,15 @@ impl Shared {
             }
         }
     }
+}
+
+/// When an event read at `read` is the watchdog's to answer: once the loop
+/// has shown no progress for [`ANSWER_AFTER`] (since the later of the read
+/// and its last heartbeat `beat`), or after its `hold`; [`WAIT_MAX`] after
+/// the read at the latest.
+pub(super) fn due_ns(read: u64, beat: u64, hold: u64) -> u64 {
+    let idle = read.max(beat).saturating_add(ns(ANSWER_AFTER));
+    idle.max(hold).min(read.saturating_add(ns(WAIT_MAX)))
 }
 
 pub(super) fn bytemuck_u8(buf: &[u64], n: usize) -> &[u8] {
