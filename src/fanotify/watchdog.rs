@@ -72,6 +72,9 @@ use std::time::{Duration, Instant};
 /// has shown no progress for this long: no heartbeat (one per event it
 /// handles) since, nor a [hold](Watchdog::hold) of that event.
 pub const ANSWER_AFTER: Duration = Duration::from_millis(3);
+/// Events the loop has not read are read and allowed by the watchdog when
+/// the group stays readable this long without the loop draining it.
+pub const TAKE_OVER_AFTER: Duration = Duration::from_millis(10);
 /// However the loop progresses, no event waits longer than this for its
 /// answer (a slow loop, a long batch): then the watchdog allows it.
 pub const WAIT_MAX: Duration = Duration::from_millis(100);

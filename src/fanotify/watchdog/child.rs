@@ -149,6 +149,7 @@ pub(super) fn run(s: &Shared) {
     // The drains counter and when it was first seen at that value.
     let mut drains_seen = (u64::MAX, 0u64);
     let after = ns(ANSWER_AFTER);
+    let take_after = ns(TAKE_OVER_AFTER);
     let idle_ns = ns(IDLE_BEFORE_PARK);
     while !s.stop.load(Ordering::SeqCst) {
         if s.fault == FAULT_WATCHDOG && s.now_ns() >= ns(FAULT_AFTER) {
@@ -173,7 +174,7 @@ pub(super) fn run(s: &Shared) {
         }
         if readable(s.group_fd) {
             match readable_since {
-                Some((d, t)) if d == drains && now.saturating_sub(t) >= after => {
+                Some((d, t)) if d == drains && now.saturating_sub(t) >= take_after => {
                     answered += s.take_over();
                     readable_since = None;
                 }
@@ -199,7 +200,7 @@ pub(super) fn run(s: &Shared) {
                 wake = wake.min(d);
             }
             if let Some((_, t)) = readable_since {
-                wake = wake.min(t.saturating_add(after));
+                wake = wake.min(t.saturating_add(take_after));
             }
             let nap = Duration::from_nanos(wake.saturating_sub(now)).max(MIN_SLEEP);
             if process::parent_gone(s.death_fd, nap) {
