@@ -55,7 +55,7 @@ while [ "$r" -le "$ROUNDS" ]; do
 		out=$(/bin/storm -w 2 -n "$STORM" -t "$tag" -p /tmp/bench.pids 2>&1)
 		line="VMBENCH mode=$mode round=$r $(echo "$out" | sed 's/^storm: //')"
 		if [ "$mode" != none ]; then
-			sleep 1
+			settle /tmp/bench.sock
 			st=$(/bin/execsentry status --json --socket /tmp/bench.sock 2>&1)
 			[ -n "$ES_DEBUG" ] && echo "VMINFO status $(echo "$st" | tr -d " \n")"
 			kill -TERM "$pid"
@@ -63,7 +63,7 @@ while [ "$r" -le "$ROUNDS" ]; do
 			src=""
 			[ "$mode" = proc ] || src="$mode"
 			set -- $(exact_events /tmp/bench.jsonl "$tag" "$src" /tmp/bench.pids)
-			counters=$(echo "$st" | tr -d ' \n' | tr ',{}' '\n\n\n' | grep -E '"(fanotify|kprobe|proc|join|capture)\.[a-z_.]*":[0-9]' | tr -d '"' | tr '\n' ' ')
+			counters=$(echo "$st" | tr -d ' \n' | tr ',{}' '\n\n\n' | grep -E '"((fanotify|kprobe|proc|join|captures?|stdout)\.[a-z_.]*|overruns|lost_events)":[0-9]' | tr -d '"' | tr '\n' ' ')
 			line="$line events=$2 exact=$1 $counters"
 		fi
 		echo "$line"

@@ -20,6 +20,9 @@ LABEL = {
     "fanotify": "execsentry `--capture fanotify`",
 }
 # Counters shown per mode: what each mode loses argv to.
+# Losses every sensor mode reports: proc-connector messages the socket
+# could not hold, and sequence gaps.
+COMMON = ["overruns", "lost_events"]
 LOSSES = {
     "kprobe": ["kprobe.lost", "kprobe.cut"],
     "fanotify": [
@@ -56,13 +59,15 @@ def main():
             failed.append(r["raw"])
             continue
         m = modes.setdefault(
-            mode, {"execs": 0, "seconds": 0.0, "exact": 0, "rounds": 0, "c": {}}
+            mode,
+            {"execs": 0, "seconds": 0.0, "exact": 0, "events": 0, "rounds": 0, "c": {}},
         )
         m["execs"] += int(r["execs"])
         m["seconds"] += float(r["seconds"])
         m["exact"] += int(r.get("exact", 0))
+        m["events"] += int(r.get("events", 0))
         m["rounds"] += 1
-        for name in LOSSES.get(mode, []):
+        for name in (COMMON if mode != "none" else []) + LOSSES.get(mode, []):
             m["c"][name] = m["c"].get(name, 0) + int(r.get(name, 0))
     base = modes.get("none")
     base_rate = base["execs"] / base["seconds"] if base and base["seconds"] else None
@@ -74,8 +79,8 @@ def main():
         "in the same boot. Under TCG every instruction is emulated (~30x slower than "
         "native, and the host's own load shows), so only the ratios mean something.",
         "",
-        "| setup | execs/s | overhead | exact argv | counters |",
-        "|---|---|---|---|---|",
+        "| setup | execs/s | overhead | events | exact argv | counters |",
+        "|---|---|---|---|---|---|",
     ]
     for mode in ORDER + [m for m in modes if m not in ORDER]:
         m = modes.get(mode)
@@ -85,12 +90,13 @@ def main():
         over = "–"
         if mode != "none" and base_rate and rate:
             over = f"{100 * (base_rate / rate - 1):.0f} %"
-        exact = "–"
+        exact = events = "–"
         if mode != "none":
+            events = f"{m['events']}/{m['execs']}"
             exact = f"{m['exact']}/{m['execs']} ({100 * m['exact'] / m['execs']:.2f} %)"
         losses = ", ".join(f"`{k}` {v}" for k, v in m["c"].items()) or "–"
         out.append(
-            f"| {LABEL.get(mode, mode)} | {rate:.0f} | {over} | {exact} | {losses} |"
+            f"| {LABEL.get(mode, mode)} | {rate:.0f} | {over} | {events} | {exact} | {losses} |"
         )
     if failed:
         out += ["", "Failed:", ""] + [f"- `{f}`" for f in failed]

@@ -32,3 +32,26 @@ exact_events() {
 status_counter() {
 	echo "$1" | tr -d ' \n' | tr ',{}' '\n\n\n' | sed -n "s/^\"$2\":\([0-9]*\)$/\1/p"
 }
+
+# settle SOCKET: waits (at most 20 s) until the sensor has caught up with
+# a storm that just ended: the execs it read and the lines it wrote both
+# unchanged over a second. Under TCG a sensor can be seconds behind, and
+# what it had not handled when it is stopped would count as missing.
+settle() {
+	prev=-1
+	same=0
+	i=0
+	while [ $i -lt 40 ]; do
+		st=$(/bin/execsentry status --json --socket "$1" 2>/dev/null)
+		cur="$(status_counter "$st" execs)/$(status_counter "$st" stdout.sent)"
+		if [ "$cur" = "$prev" ]; then
+			same=$((same + 1))
+			[ $same -ge 2 ] && return 0
+		else
+			same=0
+		fi
+		prev="$cur"
+		i=$((i + 1))
+		sleep 0.5
+	done
+}

@@ -303,7 +303,7 @@ fi
 D0=$(cut -d' ' -f1 /proc/uptime)
 /bin/storm -w 2 -n "$STORM" -t dk -p /tmp/dk.pids >/tmp/dk.out 2>&1
 D1=$(cut -d' ' -f1 /proc/uptime)
-sleep 1
+settle /tmp/auto.sock
 kill -TERM "$PID_auto"
 wait "$PID_auto" 2>/dev/null
 echo "VMLOG daemon_kprobe $(cat /tmp/dk.out)"
@@ -330,7 +330,7 @@ for mode in fanotify proc; do
 	n=1000
 	[ "$mode" = fanotify ] && n="$STORM"
 	/bin/storm -w 2 -n "$n" -t "m$mode" -p "/tmp/m$mode.pids" >"/tmp/m$mode.out" 2>&1
-	sleep 1
+	settle "/tmp/$mode.sock"
 	st=$(/bin/execsentry status --json --socket "/tmp/$mode.sock" 2>&1)
 	kill -TERM "$(eval echo \$PID_$mode)"
 	wait "$(eval echo \$PID_$mode)" 2>/dev/null
