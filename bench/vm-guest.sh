@@ -7,7 +7,8 @@
 # off. Kernel command line: es_storm=N (execs per storm), es_modes="none
 # proc kprobe fanotify", es_rounds=R (the modes are run R times,
 # interleaved, so a slow stretch of the host does not land on one mode).
-# bench/vm.sh boots it; tests/vm/exact.sh holds the exactness count.
+# bench/vm.sh boots it; tests/vm/exact.sh holds what it shares with the
+# kernel matrix's guest.
 
 export PATH=/bin:/usr/bin:/sbin
 mount -t proc proc /proc
@@ -42,15 +43,10 @@ while [ "$r" -le "$ROUNDS" ]; do
 			/bin/execsentry run --output stdout --events --capture "$mode" \
 				--control /tmp/bench.sock >/tmp/bench.jsonl 2>/tmp/bench.err &
 			pid=$!
-			i=0
-			while ! grep -q 'ready' /tmp/bench.err 2>/dev/null; do
-				i=$((i + 1))
-				if [ $i -gt 300 ] || ! kill -0 "$pid" 2>/dev/null; then
-					echo "VMBENCH mode=$mode round=$r FAIL did not start: $(tail -n 2 /tmp/bench.err)"
-					continue 2
-				fi
-				sleep 0.1
-			done
+			if ! wait_ready "$pid" /tmp/bench.err; then
+				echo "VMBENCH mode=$mode round=$r FAIL did not start: $(tail -n 2 /tmp/bench.err)"
+				continue
+			fi
 		fi
 		out=$(/bin/storm -w 2 -n "$STORM" -t "$tag" -p /tmp/bench.pids 2>&1)
 		line="VMBENCH mode=$mode round=$r $(echo "$out" | sed 's/^storm: //')"

@@ -109,17 +109,21 @@ pub fn class_in(text: &[u8], mnt_id: u64) -> Option<FsClass> {
         .map(|m| class_of_type(&m.fstype))
 }
 
-/// The mount id of a memfd of our own: every (non-hugetlb) memfd on the
-/// host lives on that one internal shmem mount.
-fn memfd_mount() -> Option<u64> {
+/// A memfd of our own, close-on-exec: it stands for every (non-hugetlb)
+/// memfd on the host, which all live on one internal shmem mount.
+pub fn own_memfd(name: &std::ffi::CStr) -> std::io::Result<OwnedFd> {
     // SAFETY: a NUL-terminated name and plain flags; the result is checked.
-    let fd = unsafe { libc::memfd_create(c"execsentry-mnt".as_ptr(), libc::MFD_CLOEXEC) };
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
-        return None;
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: a fresh fd we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    fd_mount(fd.as_raw_fd()).mnt_id
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The mount id of that internal mount.
+fn memfd_mount() -> Option<u64> {
+    fd_mount(own_memfd(c"execsentry-mnt").ok()?.as_raw_fd()).mnt_id
 }
 
 /// `/proc/self/fdinfo/<fd>`, read into a stack buffer: procfs only, no
@@ -244,11 +248,7 @@ mod tests {
 
     #[test]
     fn a_memfd_is_local_though_no_mountinfo_lists_its_mount() {
-        // SAFETY: as in memfd_mount.
-        let fd = unsafe { libc::memfd_create(c"t".as_ptr(), libc::MFD_CLOEXEC) };
-        assert!(fd >= 0);
-        // SAFETY: a fresh fd we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = own_memfd(c"t").expect("memfd_create");
         let mut host = HostMounts::fixed(MountClasses::default());
         assert_eq!(
             class_of_fd(&mut host, Path::new("/nonexistent"), 1, fd.as_raw_fd()),

@@ -315,7 +315,7 @@ impl FanotifyCapture {
             // Answered: the task goes on with its exec, and a short-lived
             // one may be gone before the pipeline reaches it.
             let mut cg = String::new();
-            if crate::procfs::ProcFs::host().cgroup(c.pid, &mut cg).is_ok() {
+            if self.procfs.cgroup(c.pid, &mut cg).is_ok() {
                 c.cgroup = Some(cg);
             }
             if c.interpreter.is_some()

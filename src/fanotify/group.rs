@@ -92,6 +92,7 @@ impl FanotifyCapture {
             slow_unmarked: Default::default(),
             local_devs: Default::default(),
             policy: None,
+            procfs: crate::procfs::ProcFs::host(),
         };
         if guarded {
             let wd = Watchdog::start(c.group.as_raw_fd()).map_err(|source| FanotifyError::Io {
@@ -233,14 +234,13 @@ impl FanotifyCapture {
     /// `execveat(fd, "", AT_EMPTY_PATH)`. Marking through a memfd of our own
     /// (pathname NULL: the mark goes on `dirfd`'s filesystem) covers them.
     fn mark_memfd_filesystem(&mut self) {
-        // SAFETY: plain system call with a static name; the result is checked.
-        let fd = unsafe { libc::memfd_create(c"execsentry-mark".as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            log::debug!("memfd_create: {}", io::Error::last_os_error());
-            return;
-        }
-        // SAFETY: a fresh fd we own, closed at the end of this scope.
-        let memfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let memfd = match crate::fsclass::own_memfd(c"execsentry-mark") {
+            Ok(fd) => fd,
+            Err(e) => {
+                log::debug!("memfd_create: {e}");
+                return;
+            }
+        };
         // SAFETY: valid fds; a NULL pathname means "dirfd itself".
         let r = unsafe {
             libc::fanotify_mark(

@@ -175,6 +175,8 @@ pub struct FanotifyCapture {
     local_devs: [Devs; 2],
     /// The loop's `SCHED_BATCH` when it reads the group itself.
     policy: Option<sched::BatchPolicy>,
+    /// Where an answered exec's cgroup is read.
+    procfs: crate::procfs::ProcFs,
 }
 
 impl FanotifyCapture {

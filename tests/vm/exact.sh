@@ -1,5 +1,6 @@
 # shellcheck shell=sh
-# Counting the exact argv of a storm (bench/storm.c) in `execsentry run
+# What the two VM guests share: starting and settling a sensor, and
+# counting the exact argv of a storm (bench/storm.c) in `execsentry run
 # --events` output; sourced by tests/vm/guest.sh and bench/vm-guest.sh
 # inside the VM (busybox sh and awk).
 #
@@ -31,6 +32,19 @@ exact_events() {
 # output (pretty-printed JSON), or empty.
 status_counter() {
 	echo "$1" | tr -d ' \n' | tr ',{}' '\n\n\n' | sed -n "s/^\"$2\":\([0-9]*\)$/\1/p"
+}
+
+# wait_ready PID ERRFILE: returns 0 once the sensor's log ERRFILE says
+# `ready`, 1 if PID died first or 30 s passed.
+wait_ready() {
+	i=0
+	while ! grep -q 'ready' "$2" 2>/dev/null; do
+		i=$((i + 1))
+		if [ $i -gt 300 ] || ! kill -0 "$1" 2>/dev/null; then
+			return 1
+		fi
+		sleep 0.1
+	done
 }
 
 # settle SOCKET: waits (at most 20 s) until the sensor has caught up with

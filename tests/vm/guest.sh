@@ -30,15 +30,10 @@ start_sensor() {
 	shift
 	EXECSENTRY_LOG=debug /bin/execsentry debug capture --source kprobe "$@" >"/tmp/$name.jsonl" 2>"/tmp/$name.err" &
 	eval "PID_$name=$!"
-	i=0
-	while ! grep -q 'ready' "/tmp/$name.err" 2>/dev/null; do
-		i=$((i + 1))
-		if [ $i -gt 300 ] || ! kill -0 "$(eval echo \$PID_$name)" 2>/dev/null; then
-			echo "VMLOG $name did not start: $(cat /tmp/$name.err)"
-			return 1
-		fi
-		sleep 0.1
-	done
+	if ! wait_ready "$(eval echo \$PID_$name)" "/tmp/$name.err"; then
+		echo "VMLOG $name did not start: $(cat /tmp/$name.err)"
+		return 1
+	fi
 }
 
 stop_sensor() {
@@ -283,15 +278,10 @@ run_daemon() {
 	shift
 	/bin/execsentry run --output stdout --events --control "/tmp/$name.sock" "$@" >"/tmp/$name.jsonl" 2>"/tmp/$name.err" &
 	eval "PID_$name=$!"
-	i=0
-	while ! grep -q 'ready' "/tmp/$name.err" 2>/dev/null; do
-		i=$((i + 1))
-		if [ $i -gt 300 ] || ! kill -0 "$(eval echo \$PID_$name)" 2>/dev/null; then
-			echo "VMLOG $name did not start: $(tail -n 3 /tmp/$name.err)"
-			return 1
-		fi
-		sleep 0.1
-	done
+	if ! wait_ready "$(eval echo \$PID_$name)" "/tmp/$name.err"; then
+		echo "VMLOG $name did not start: $(tail -n 3 /tmp/$name.err)"
+		return 1
+	fi
 }
 
 
