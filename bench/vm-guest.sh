@@ -40,8 +40,9 @@ while [ "$r" -le "$ROUNDS" ]; do
 	for mode in $MODES; do
 		tag="b$mode$r"
 		if [ "$mode" != none ]; then
+			: >/tmp/bench.err
 			/bin/execsentry run --output stdout --events --capture "$mode" \
-				--control /tmp/bench.sock >/tmp/bench.jsonl 2>/tmp/bench.err &
+				--control /tmp/bench.sock >/tmp/bench.jsonl 2>>/tmp/bench.err &
 			pid=$!
 			if ! wait_ready "$pid" /tmp/bench.err; then
 				echo "VMBENCH mode=$mode round=$r FAIL did not start: $(tail -n 2 /tmp/bench.err)"
@@ -53,7 +54,12 @@ while [ "$r" -le "$ROUNDS" ]; do
 		if [ "$mode" != none ]; then
 			settle /tmp/bench.sock
 			st=$(/bin/execsentry status --json --socket /tmp/bench.sock 2>&1)
-			[ -n "$ES_DEBUG" ] && echo "VMINFO status $(echo "$st" | tr -d " \n")"
+			if [ -n "$ES_DEBUG" ]; then
+				echo "VMINFO status $(echo "$st" | tr -d " \n")"
+				grep execsentry_ /sys/kernel/tracing/kprobe_profile 2>/dev/null | sed 's/^/VMINFO profile /'
+				grep -c 'join: ' /tmp/bench.err | sed 's/^/VMINFO join lines /'
+				grep 'join: ' /tmp/bench.err | head -n 40 | sed 's/^/VMINFO /'
+			fi
 			kill -TERM "$pid"
 			wait "$pid" 2>/dev/null
 			src=""

@@ -55,6 +55,7 @@ fn exec_datagram() -> Vec<u8> {
             event: KernelEvent::Exec {
                 pid: 4242,
                 tgid: 4242,
+                ns: 42,
             },
         },
         &mut buf,

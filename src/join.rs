@@ -103,14 +103,36 @@ impl ExecJoin {
         Some(c)
     }
 
-    /// The capture of the exec the proc connector reports for `pid`, given
-    /// the kernel's comm after that exec (the basename of the path passed to
-    /// execve, cut at 15 bytes). Older captures of the same pid that do not
-    /// fit are from execs that failed after the open: they are skipped and
-    /// counted, so a failed `execve("/tmp/junk", …)` can never lend its argv
-    /// to the next exec. Without a comm (the process is gone), the oldest
-    /// capture is taken.
-    pub fn take_for(&mut self, pid: u32, comm: Option<&[u8]>) -> Option<Capture> {
+    /// The capture of the exec the proc connector reports for `pid` at
+    /// `exec_ns` (CLOCK_MONOTONIC), given the kernel's comm read from
+    /// `/proc` since (`None`: the process is gone).
+    ///
+    /// Captures with a time stamp are paired by time: the last one of the
+    /// pid from before the exec is its own; older ones are from execs that
+    /// failed after the source saw them (or whose events were lost), and
+    /// are skipped and counted; younger ones wait for the pid's next exec.
+    /// So a failed `execve("/tmp/junk", …)` never lends its argv to the
+    /// next exec, a program that renames itself at once (`prctl
+    /// PR_SET_NAME`) keeps its own, and of two quick execs each gets its own.
+    ///
+    /// Without time stamps the comm decides: older captures that do not fit
+    /// it are skipped. That comm is the last exec's and may have been
+    /// changed by the program since, so it is only the fallback.
+    pub fn take_for(&mut self, pid: u32, comm: Option<&[u8]>, exec_ns: u64) -> Option<Capture> {
+        let q = self.by_pid.get(&pid)?;
+        if exec_ns != 0 && q.front().is_some_and(|(_, c)| c.ns.is_some()) {
+            let before = q
+                .iter()
+                .take_while(|(_, c)| c.ns.is_some_and(|t| t <= exec_ns))
+                .count();
+            if before == 0 {
+                return None;
+            }
+            for _ in 1..before {
+                self.skip(pid, comm);
+            }
+            return self.take(pid);
+        }
         let Some(comm) = comm else {
             return self.take(pid);
         };
@@ -119,9 +141,20 @@ impl ExecJoin {
             if fits {
                 return self.take(pid);
             }
-            self.take(pid);
+            self.skip(pid, Some(comm));
+        }
+    }
+
+    /// Drops the oldest capture of `pid`: not the exec being reported.
+    fn skip(&mut self, pid: u32, comm: Option<&[u8]>) {
+        if let Some(c) = self.take(pid) {
             self.stats.matched -= 1;
             self.stats.mismatched += 1;
+            log::debug!(
+                "join: pid {pid} capture skipped: its comm {:?}, the exec's {:?}",
+                c.comm.as_deref().map(String::from_utf8_lossy),
+                comm.map(String::from_utf8_lossy)
+            );
         }
     }
 
@@ -203,15 +236,66 @@ mod tests {
         let mut p = ExecJoin::new(8, 1000);
         p.push(cap(7, "junk"), 0); // execve("/usr/bin/junk") failed after the open
         p.push(cap(7, "kubectl"), 1);
-        let c = p.take_for(7, Some(b"kubectl")).unwrap();
+        let c = p.take_for(7, Some(b"kubectl"), 0).unwrap();
         assert_eq!(c.argv, b"kubectl");
         assert_eq!(p.stats.mismatched, 1);
         assert_eq!(p.stats.matched, 1);
         assert!(p.is_empty());
         // Only a stale capture: nothing is taken for the real exec.
         p.push(cap(8, "junk"), 0);
-        assert!(p.take_for(8, Some(b"ls")).is_none());
+        assert!(p.take_for(8, Some(b"ls"), 0).is_none());
         assert_eq!(p.stats.mismatched, 2);
+    }
+
+    fn timed(pid: u32, arg: &str, comm: &str, ns: u64) -> Capture {
+        Capture {
+            comm: Some(comm.as_bytes().to_vec()),
+            filename: Vec::new(),
+            ns: Some(ns),
+            ..cap(pid, arg)
+        }
+    }
+
+    #[test]
+    fn a_program_that_renames_itself_keeps_its_capture() {
+        // busybox re-exec'd as /proc/self/exe (comm "exe") names itself
+        // "sed" before /proc is read.
+        let mut p = ExecJoin::new(8, 1000);
+        p.push(timed(5, "sed", "exe", 100), 0);
+        let c = p.take_for(5, Some(b"sed"), 150).unwrap();
+        assert_eq!(c.argv, b"sed");
+        assert_eq!(p.stats.mismatched, 0);
+    }
+
+    #[test]
+    fn two_quick_execs_each_get_their_own_capture() {
+        // `sh -c 'exec kubectl …'`: by the time the first exec is handled,
+        // /proc already shows the second program.
+        let mut p = ExecJoin::new(8, 1000);
+        p.push(timed(9, "sh", "sh", 100), 0);
+        p.push(timed(9, "kubectl", "kubectl", 300), 0);
+        assert_eq!(p.take_for(9, Some(b"kubectl"), 200).unwrap().argv, b"sh");
+        assert_eq!(
+            p.take_for(9, Some(b"kubectl"), 400).unwrap().argv,
+            b"kubectl"
+        );
+        assert_eq!((p.stats.matched, p.stats.mismatched), (2, 0));
+    }
+
+    #[test]
+    fn by_time_an_older_capture_is_skipped_and_a_younger_one_waits() {
+        let mut p = ExecJoin::new(8, 1000);
+        // A failed exec (seen, never completed), then the real one.
+        p.push(timed(3, "junk", "junk", 100), 0);
+        p.push(timed(3, "ls", "ls", 200), 0);
+        assert_eq!(p.take_for(3, None, 250).unwrap().argv, b"ls");
+        assert_eq!(p.stats.mismatched, 1);
+        // This exec's record was lost; the next exec's is already here and
+        // is not lent to it.
+        p.push(timed(3, "next", "next", 500), 0);
+        assert!(p.take_for(3, Some(b"next"), 400).is_none());
+        assert_eq!(p.take_for(3, None, 600).unwrap().argv, b"next");
+        assert!(p.is_empty());
     }
 
     #[test]

@@ -272,6 +272,7 @@ fn init_logging() {
     static LOGGER: Stderr = Stderr;
     let level = match std::env::var("EXECSENTRY_LOG").as_deref() {
         Ok("debug") => log::LevelFilter::Debug,
+        Ok("trace") => log::LevelFilter::Trace,
         Ok("warn") => log::LevelFilter::Warn,
         _ => log::LevelFilter::Info,
     };

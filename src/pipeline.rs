@@ -362,13 +362,13 @@ impl Pipeline {
             }
             // After exec the kernel reports the thread-group leader's pid,
             // even when another thread called execve.
-            KernelEvent::Exec { tgid, .. } => {
+            KernelEvent::Exec { tgid, ns, .. } => {
                 // The source's record of this exec may still sit unread in
                 // its queue: the proc connector's message can overtake it.
                 if self.source.is_some() {
                     self.on_source_ready(None, now_ms, out);
                 }
-                self.on_exec(tgid, pre, out);
+                self.on_exec(tgid, ns, pre, out);
             }
             KernelEvent::Ptrace {
                 tgid, tracer_tgid, ..
@@ -382,7 +382,7 @@ impl Pipeline {
 
     /// An exec: the join's capture of it when there is one, else
     /// `/proc/<pid>/cmdline`.
-    fn on_exec(&mut self, pid: u32, pre: Option<Prefetched>, out: &mut Vec<Event>) {
+    fn on_exec(&mut self, pid: u32, ns: u64, pre: Option<Prefetched>, out: &mut Vec<Event>) {
         self.counters.inc(Counter::Execs);
         // With captures pending, stat comes first: its comm picks the
         // capture of this very exec. The directory and stat are handed on,
@@ -396,7 +396,7 @@ impl Pipeline {
             })
         };
         let comm = opened.as_ref().map(|(_, s)| s.comm.as_slice());
-        let capture = self.join.take_for(pid, comm);
+        let capture = self.join.take_for(pid, comm, ns);
         let uncaptured = capture.is_none() && self.source.is_some();
         let captured_comm = capture.as_ref().and_then(|c| c.comm.clone());
         let mut facts = match (opened, pre) {
@@ -414,11 +414,18 @@ impl Pipeline {
                 ..Default::default()
             });
         }
-        if uncaptured && self.source.as_ref().is_some_and(|s| s.sees_every_exec()) {
+        if uncaptured && let Some(src) = self.source.as_ref().filter(|s| s.sees_every_exec()) {
             // Its record was lost (ring overflow, a full join): the argv is
             // `/proc`'s reading after the fact, which the program may have
             // rewritten or not yet have had: never reported as complete.
-            self.counters.inc(Counter::CapturesMissing);
+            // An exec from before the source watched is no loss.
+            if src
+                .watching_since_ns()
+                .is_none_or(|since| ns == 0 || ns >= since)
+            {
+                self.counters.inc(Counter::CapturesMissing);
+                log::debug!("join: pid {pid} exec without a capture");
+            }
             facts.cmdline_truncated = true;
         }
         let ppid = facts
@@ -595,7 +602,15 @@ mod tests {
 
     fn exec(p: &mut Pipeline, pid: u32) -> Event {
         let mut out = Vec::new();
-        p.on_kernel(KernelEvent::Exec { pid, tgid: pid }, 0, &mut out);
+        p.on_kernel(
+            KernelEvent::Exec {
+                pid,
+                tgid: pid,
+                ns: crate::capture::monotonic_ns(),
+            },
+            0,
+            &mut out,
+        );
         out.into_iter().next().expect("exec outcome")
     }
 
@@ -606,6 +621,7 @@ mod tests {
         queued: Vec<Capture>,
         observed: std::rc::Rc<std::cell::Cell<usize>>,
         every_exec: bool,
+        since: Option<u64>,
     }
 
     impl CaptureSource for FakeSource {
@@ -626,6 +642,9 @@ mod tests {
         fn sees_every_exec(&self) -> bool {
             self.every_exec
         }
+        fn watching_since_ns(&self) -> Option<u64> {
+            self.since
+        }
         fn counters(&self, _: &mut Counters) {}
     }
 
@@ -644,6 +663,7 @@ mod tests {
             }],
             observed: std::rc::Rc::default(),
             every_exec: true,
+            since: None,
         }));
         let ev = exec(&mut p, 4321);
         assert_eq!(ev.process.name, "kubectl");
@@ -666,6 +686,7 @@ mod tests {
             }],
             observed: std::rc::Rc::default(),
             every_exec: true,
+            since: None,
         }));
         let ev = exec(&mut p, 4321);
         let c = ev.container.expect("container from the captured cgroup");
@@ -681,6 +702,7 @@ mod tests {
                 queued: Vec::new(),
                 observed: std::rc::Rc::default(),
                 every_exec,
+                since: None,
             }));
             let ev = exec(&mut p, 1234);
             assert_eq!(ev.execsentry.args_source, "proc");
@@ -693,6 +715,22 @@ mod tests {
             assert_eq!(c.get(Counter::CapturesMissing), u64::from(every_exec));
             assert_eq!(c.get(Counter::ArgsTruncated), u64::from(every_exec));
         }
+    }
+
+    #[test]
+    fn an_exec_from_before_the_source_watched_is_flagged_but_no_loss() {
+        let mut p = fixture_pipeline("host");
+        p.set_source(Box::new(FakeSource {
+            queued: Vec::new(),
+            observed: std::rc::Rc::default(),
+            every_exec: true,
+            since: Some(u64::MAX),
+        }));
+        let ev = exec(&mut p, 1234);
+        assert!(ev.execsentry.args_truncated);
+        let mut c = Counters::default();
+        p.counters(&mut c);
+        assert_eq!(c.get(Counter::CapturesMissing), 0);
     }
 
     #[test]
@@ -714,12 +752,14 @@ mod tests {
             queued: vec![capture],
             observed: std::rc::Rc::clone(&observed),
             every_exec: true,
+            since: None,
         }));
         let mut out = Vec::new();
         p.on_kernel(
             KernelEvent::Exec {
                 pid: 1234,
                 tgid: 1234,
+                ns: crate::capture::monotonic_ns(),
             },
             0,
             &mut out,
@@ -933,14 +973,23 @@ mod batch_tests {
                 child_pid: pid,
                 child_tgid: pid,
             });
-            evs.push(KernelEvent::Exec { pid, tgid: pid });
+            evs.push(KernelEvent::Exec {
+                pid,
+                tgid: pid,
+                ns: 0,
+            });
             if i % 3 == 0 {
-                evs.push(KernelEvent::Exec { pid, tgid: pid });
+                evs.push(KernelEvent::Exec {
+                    pid,
+                    tgid: pid,
+                    ns: 0,
+                });
             }
         }
         evs.push(KernelEvent::Exec {
             pid: 99_999,
             tgid: 99_999,
+            ns: 0,
         });
         for &pid in pids.iter().step_by(2) {
             evs.push(KernelEvent::Exit {

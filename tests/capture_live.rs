@@ -82,6 +82,71 @@ fn fanotify_mode_reports_the_exact_argv_of_short_lived_execs() {
     assert!(share >= 0.999, "{:.3}% < 99.9%", share * 100.0);
 }
 
+/// `sh -c 'exec /bin/true TOKEN'`: one process, two quick execs. By the
+/// time the first is handled, `/proc` often shows the second program, so
+/// pairing by the comm read there gave the shell's event the second
+/// capture and left `true` to `/proc`. Paired by time, each keeps its own.
+#[test]
+fn two_quick_execs_of_one_process_each_keep_their_own_argv() {
+    if !common::require_root() {
+        return;
+    }
+    let _alone = alone();
+    let s = sensor("fanotify", &[]);
+    let tag = unique_name("chain");
+    let n = 400;
+    let tokens: Vec<String> = (0..n).map(|i| format!("{tag}-{i}")).collect();
+    thread::scope(|sc| {
+        for half in tokens.chunks(n / 2) {
+            sc.spawn(move || {
+                for tok in half {
+                    let script = format!("exec /bin/true {tok}");
+                    let st = Command::new("/bin/sh").args(["-c", &script]).status();
+                    assert!(st.unwrap().success());
+                }
+            });
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    let (shell, own, twice, not_own) = loop {
+        // `events` returns every event so far: counted afresh each time.
+        let (mut shell, mut own, mut twice, mut not_own) = (0, 0, 0, Vec::new());
+        let mut seen: HashSet<String> = HashSet::new();
+        for v in s.events(Duration::from_millis(300)) {
+            let args = args_of(&v);
+            match args.as_slice() {
+                [sh, c, script] if sh == "/bin/sh" && c == "-c" && script.contains(&tag) => {
+                    shell += 1
+                }
+                [t, tok] if t == "/bin/true" && tok.starts_with(&tag) => {
+                    if !seen.insert(tok.clone()) {
+                        twice += 1;
+                    }
+                    if json_str(&v, "execsentry.args_source") == Some("fanotify") {
+                        own += 1;
+                    } else {
+                        not_own.push(tok.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        if (shell >= n && own >= n) || Instant::now() >= deadline {
+            break (shell, own, twice, not_own);
+        }
+    };
+    eprintln!("chained execs: {shell}/{n} shells and {own}/{n} true with their own capture");
+    assert_eq!(twice, 0, "one exec's argv on two events");
+    assert!(
+        shell * 1000 >= n * 995,
+        "{shell}/{n} shell events with the shell's argv"
+    );
+    assert!(
+        own * 1000 >= n * 995,
+        "{own}/{n} with their capture; from elsewhere: {not_own:?}"
+    );
+}
+
 /// proc mode's figure, for comparison: reported, not asserted (the race
 /// with short-lived processes is what fanotify mode removes).
 #[test]

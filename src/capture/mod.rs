@@ -83,9 +83,24 @@ pub struct Capture {
     /// short-lived process in a container is gone by the time the
     /// pipeline reaches it, and its cgroup is what says "container".
     pub cgroup: Option<String>,
+    /// When the source saw the exec, CLOCK_MONOTONIC, where that is the
+    /// proc connector's clock: before the exec completed (kprobe: in
+    /// `start_thread`; fanotify: while the exec waited). The join pairs an
+    /// exec with the last capture of its pid from before it; `None` leaves
+    /// pairing to the comm.
+    pub ns: Option<u64>,
     /// `Deny` only from a gating source that refused the exec.
     pub verdict: Verdict,
     pub source: ArgsSource,
+}
+
+/// CLOCK_MONOTONIC now, the clock of the proc connector's time stamps.
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        (t.tv_sec() as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.tv_nsec() as u64)
+    })
 }
 
 /// Why a source cannot run here; `auto` logs it and tries the next one,
@@ -138,6 +153,13 @@ pub trait CaptureSource {
     /// `/proc`'s guess. fanotify skips some execs on purpose (the loader).
     fn sees_every_exec(&self) -> bool {
         false
+    }
+
+    /// CLOCK_MONOTONIC from which a source that sees every exec has
+    /// recorded them all: an exec that completed before (its event still
+    /// queued at start) has no capture, and that is no loss.
+    fn watching_since_ns(&self) -> Option<u64> {
+        None
     }
 
     /// Every event the pipeline emits passes here too, so a source can learn

@@ -97,6 +97,8 @@ pub(super) struct Deferred {
     pub(super) slot: usize,
     pub(super) slot_word: u64,
     pub(super) read_at: Instant,
+    /// `read_at` on the proc connector's clock (`Capture::ns`).
+    pub(super) read_ns: u64,
     pub(super) next_try: Instant,
     /// Past this, allowed without argv.
     pub(super) deadline: Instant,
@@ -145,6 +147,9 @@ impl FanotifyCapture {
                 }
             };
             let t_read = Instant::now();
+            // Every exec read here waits for its answer, so it completes
+            // after this: the join's order (`Capture::ns`).
+            let read_ns = crate::capture::monotonic_ns();
             let buf = std::mem::take(&mut self.buf);
             let bytes = as_bytes(&buf, n);
             let mut evs = [RawEvent {
@@ -213,6 +218,7 @@ impl FanotifyCapture {
                             slot: inflight.slot,
                             slot_word: inflight.slot_word,
                             read_at: t_read,
+                            read_ns,
                             next_try: Instant::now() + RETRY_EVERY,
                             deadline: t_read + DEFER_BUDGET,
                         });
@@ -230,6 +236,7 @@ impl FanotifyCapture {
                 );
                 inflight.capture = capture.map(|mut c| {
                     c.verdict = given;
+                    c.ns = Some(read_ns);
                     c
                 });
             }
@@ -285,6 +292,7 @@ impl FanotifyCapture {
             let given = self.answer(d.ev.fd, d.slot, d.slot_word, verdict, d.read_at);
             let capture = capture.map(|mut c| {
                 c.verdict = given;
+                c.ns = Some(d.read_ns);
                 c
             });
             self.finish(d.ev.fd, d.slot, capture, out);

@@ -147,6 +147,8 @@ impl FanotifyCapture {
             comm: None,
             envp: None,
             cgroup: None,
+            // Set by the reader: the time the event was read.
+            ns: None,
             source: ArgsSource::Fanotify,
         };
         if let Some(call) = call {

@@ -71,9 +71,13 @@ pub enum KernelEvent {
         child_pid: u32,
         child_tgid: u32,
     },
+    /// `ns`: when the exec completed, CLOCK_MONOTONIC (the `proc_event`
+    /// header's time stamp, kept with the event: the exec join orders the
+    /// capture sources' records against it).
     Exec {
         pid: u32,
         tgid: u32,
+        ns: u64,
     },
     /// `exit_code` is the wait(2) status word. `exit_signal` is the signal
     /// the parent gets (SIGCHLD = 17), `u32::MAX` (-1) for a thread that is
@@ -299,13 +303,17 @@ fn decode_proc_event(data: &[u8]) -> Result<(u32, u64, KernelEvent), WireError> 
     else {
         return Err(truncated("proc_event", PROC_EVENT_HDRLEN, data.len()));
     };
-    let event = decode_union(what, data.get(PROC_EVENT_HDRLEN..).unwrap_or(&[]))?;
+    let event = decode_union(
+        what,
+        timestamp_ns,
+        data.get(PROC_EVENT_HDRLEN..).unwrap_or(&[]),
+    )?;
     Ok((cpu, timestamp_ns, event))
 }
 
 /// Reads the `event_data` union for `what`. `u` may be shorter than the 24
 /// bytes the kernel sends; only the fields the event needs are required.
-fn decode_union(what: u32, u: &[u8]) -> Result<KernelEvent, WireError> {
+fn decode_union(what: u32, ns: u64, u: &[u8]) -> Result<KernelEvent, WireError> {
     let need = |n: usize, name: &'static str| -> Result<[u32; 6], WireError> {
         if u.len() < n {
             return Err(truncated(name, n, u.len()));
@@ -335,6 +343,7 @@ fn decode_union(what: u32, u: &[u8]) -> Result<KernelEvent, WireError> {
             KernelEvent::Exec {
                 pid: w[0],
                 tgid: w[1],
+                ns,
             }
         }
         PROC_EVENT_UID => {
@@ -498,7 +507,7 @@ fn event_fields(ev: &KernelEvent) -> (u32, [u32; 6], Option<[u8; 16]>) {
             [parent_pid, parent_tgid, child_pid, child_tgid, 0, 0],
             None,
         ),
-        K::Exec { pid, tgid } => (PROC_EVENT_EXEC, [pid, tgid, 0, 0, 0, 0], None),
+        K::Exec { pid, tgid, .. } => (PROC_EVENT_EXEC, [pid, tgid, 0, 0, 0, 0], None),
         K::Exit {
             pid,
             tgid,
@@ -646,7 +655,11 @@ mod tests {
             (
                 0x2,
                 words(&[12, 12]),
-                KernelEvent::Exec { pid: 12, tgid: 12 },
+                KernelEvent::Exec {
+                    pid: 12,
+                    tgid: 12,
+                    ns: 123_456_789,
+                },
             ),
             (
                 0x4,
@@ -742,7 +755,11 @@ mod tests {
                 ack: 0,
                 cpu: 3,
                 timestamp_ns: 123_456_789,
-                event: KernelEvent::Exec { pid: 1, tgid: 1 }
+                event: KernelEvent::Exec {
+                    pid: 1,
+                    tgid: 1,
+                    ns: 123_456_789,
+                },
             })
         );
     }
@@ -831,8 +848,16 @@ mod tests {
                     child_pid: 2,
                     child_tgid: 2
                 },
-                KernelEvent::Exec { pid: 2, tgid: 2 },
-                KernelEvent::Exec { pid: 3, tgid: 3 },
+                KernelEvent::Exec {
+                    pid: 2,
+                    tgid: 2,
+                    ns: 123_456_789
+                },
+                KernelEvent::Exec {
+                    pid: 3,
+                    tgid: 3,
+                    ns: 123_456_789
+                },
                 KernelEvent::Exit {
                     pid: 2,
                     tgid: 2,
@@ -868,7 +893,14 @@ mod tests {
         assert_eq!(got[0], Err(WireError::Netlink { errno: 1 }));
         assert_eq!(got[1], Err(WireError::Overrun));
         assert!(matches!(got[2], Err(WireError::Truncated { .. })));
-        assert_eq!(got[3], Ok(KernelEvent::Exec { pid: 4, tgid: 4 }));
+        assert_eq!(
+            got[3],
+            Ok(KernelEvent::Exec {
+                pid: 4,
+                tgid: 4,
+                ns: 123_456_789
+            })
+        );
     }
 
     #[test]
@@ -933,7 +965,11 @@ mod tests {
     fn encoder_round_trips_every_event() {
         let events = [
             KernelEvent::Ack { err: 22 },
-            KernelEvent::Exec { pid: 5, tgid: 6 },
+            KernelEvent::Exec {
+                pid: 5,
+                tgid: 6,
+                ns: 99,
+            },
             KernelEvent::Comm {
                 pid: 1,
                 tgid: 2,
@@ -1007,7 +1043,11 @@ mod tests {
         };
         assert_eq!(is_ack_for(&rec, 42), Some(1));
         assert_eq!(is_ack_for(&rec, 41), None);
-        rec.event = KernelEvent::Exec { pid: 1, tgid: 1 };
+        rec.event = KernelEvent::Exec {
+            pid: 1,
+            tgid: 1,
+            ns: 0,
+        };
         assert_eq!(is_ack_for(&rec, 42), None);
     }
 }

@@ -35,7 +35,11 @@ status_counter() {
 }
 
 # wait_ready PID ERRFILE: returns 0 once the sensor's log ERRFILE says
-# `ready`, 1 if PID died first or 30 s passed.
+# `ready`, 1 if PID died first or 30 s passed. Empty ERRFILE before the
+# sensor starts and let it append (`: >F`, then `2>>F`): a `2>F` of the
+# background child truncates when the child gets to it, and a first look
+# before that finds the last sensor's `ready` (the storm then started
+# before this sensor watched anything).
 wait_ready() {
 	i=0
 	while ! grep -q 'ready' "$2" 2>/dev/null; do

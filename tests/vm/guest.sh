@@ -28,7 +28,8 @@ TR=/sys/kernel/tracing
 start_sensor() {
 	name="$1"
 	shift
-	EXECSENTRY_LOG=debug /bin/execsentry debug capture --source kprobe "$@" >"/tmp/$name.jsonl" 2>"/tmp/$name.err" &
+	: >"/tmp/$name.err"
+	EXECSENTRY_LOG=debug /bin/execsentry debug capture --source kprobe "$@" >"/tmp/$name.jsonl" 2>>"/tmp/$name.err" &
 	eval "PID_$name=$!"
 	if ! wait_ready "$(eval echo \$PID_$name)" "/tmp/$name.err"; then
 		echo "VMLOG $name did not start: $(cat /tmp/$name.err)"
@@ -170,18 +171,14 @@ got=$(capture_of $F mark-static)
 # is not the exec's. Losses must have happened, or the check proved nothing.
 tiny_ring() {
 	printf '[sensor]\nkprobe_ring_pages = 16\n' >/tmp/tiny.toml
+	: >/tmp/tiny.err
 	/bin/execsentry run --config /tmp/tiny.toml --capture kprobe --output stdout --events \
-		--control /tmp/tiny.sock >/tmp/tiny.jsonl 2>/tmp/tiny.err &
+		--control /tmp/tiny.sock >/tmp/tiny.jsonl 2>>/tmp/tiny.err &
 	tpid=$!
-	i=0
-	while ! grep -q 'ready' /tmp/tiny.err 2>/dev/null; do
-		i=$((i + 1))
-		if [ $i -gt 300 ] || ! kill -0 "$tpid" 2>/dev/null; then
-			result tiny_ring FAIL "did not start: $(tail -n 3 /tmp/tiny.err)"
-			return
-		fi
-		sleep 0.1
-	done
+	if ! wait_ready "$tpid" /tmp/tiny.err; then
+		result tiny_ring FAIL "did not start: $(tail -n 3 /tmp/tiny.err)"
+		return
+	fi
 	kill -STOP "$tpid"
 	/bin/storm -w 2 -n 300 -t tiny -p /tmp/pids2 >/dev/null 2>&1
 	kill -CONT "$tpid"
@@ -276,7 +273,8 @@ left=$(grep -c execsentry_ $TR/kprobe_events)
 run_daemon() {
 	name="$1"
 	shift
-	/bin/execsentry run --output stdout --events --control "/tmp/$name.sock" "$@" >"/tmp/$name.jsonl" 2>"/tmp/$name.err" &
+	: >"/tmp/$name.err"
+	/bin/execsentry run --output stdout --events --control "/tmp/$name.sock" "$@" >"/tmp/$name.jsonl" 2>>"/tmp/$name.err" &
 	eval "PID_$name=$!"
 	if ! wait_ready "$(eval echo \$PID_$name)" "/tmp/$name.err"; then
 		echo "VMLOG $name did not start: $(tail -n 3 /tmp/$name.err)"

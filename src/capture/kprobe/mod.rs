@@ -99,6 +99,11 @@ pub struct KprobeSource {
     tally: Tally,
     /// Records copied out of a ring before they are decoded.
     batch: Vec<u8>,
+    /// Sample times are CLOCK_MONOTONIC (`use_clockid`, 4.1): comparable
+    /// with the proc connector's.
+    monotonic: bool,
+    /// CLOCK_MONOTONIC once every probe was enabled.
+    since_ns: u64,
 }
 
 fn unavailable(reason: impl Into<String>) -> Unavailable {
@@ -140,6 +145,8 @@ impl KprobeSource {
             opts,
             tally: Tally::default(),
             batch: Vec::new(),
+            monotonic: false,
+            since_ns: 0,
         };
         // On error, Drop removes what was defined.
         src.open_rings()?;
@@ -212,6 +219,8 @@ impl KprobeSource {
         for fd in self.extra_fds.iter().chain(&self.fds) {
             perf::enable(fd).map_err(|e| unavailable(format!("enabling a perf event: {e}")))?;
         }
+        self.monotonic = monotonic;
+        self.since_ns = crate::capture::monotonic_ns();
         Ok(())
     }
 
@@ -240,10 +249,10 @@ impl KprobeSource {
         match perf::decode(rec) {
             Record::Sample {
                 pid,
+                time,
                 raw,
                 sp,
                 stack,
-                ..
             } => {
                 self.tally.records += 1;
                 let id = raw.get(..2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
@@ -277,6 +286,7 @@ impl KprobeSource {
                         .string_of(raw, "comm")
                         .map(<[u8]>::to_vec),
                     source: ArgsSource::Kprobe,
+                    ns: self.monotonic.then_some(time),
                     ..Capture::default()
                 };
                 match sp {
@@ -372,6 +382,10 @@ impl CaptureSource for KprobeSource {
     /// 32-bit exec has no record: flagged as lost all the same.
     fn sees_every_exec(&self) -> bool {
         true
+    }
+
+    fn watching_since_ns(&self) -> Option<u64> {
+        self.monotonic.then_some(self.since_ns)
     }
 
     fn register(&mut self, registry: &Registry, first: Token) -> io::Result<usize> {
