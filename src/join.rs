@@ -4,8 +4,9 @@
 //! PURE. A capture is taken at exec time, before the proc connector's exec
 //! event of the same task is read (a source is drained before each join).
 //! A process can exec again before its first event is handled, hence a
-//! small queue per tgid, in exec order. A capture whose exec failed after
-//! the source saw it has no partner: it expires and is counted. Bounded in
+//! small queue per tgid, in exec order, paired by time (`take_for`). A
+//! capture whose exec failed after the source saw it has no partner: it is
+//! skipped at the pid's next exec or expires, counted either way. Bounded in
 //! count and in bytes (argv can be large, and failing execs are cheap to
 //! make): when full, the new capture is dropped and counted, and its exec
 //! falls back to `/proc/<pid>/cmdline`.
