@@ -384,9 +384,9 @@ impl Pipeline {
     /// `/proc/<pid>/cmdline`.
     fn on_exec(&mut self, pid: u32, ns: u64, pre: Option<Prefetched>, out: &mut Vec<Event>) {
         self.counters.inc(Counter::Execs);
-        // With captures pending, stat comes first: its comm picks the
-        // capture of this very exec. The directory and stat are handed on,
-        // so neither is read twice.
+        // With captures pending, stat comes first: where they carry no
+        // time stamp, its comm picks the capture of this very exec. The
+        // directory and stat are handed on, so neither is read twice.
         let opened = if self.join.is_empty() {
             None
         } else {
