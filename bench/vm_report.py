@@ -24,7 +24,7 @@ LABEL = {
 # could not hold, and sequence gaps.
 COMMON = ["overruns", "lost_events"]
 LOSSES = {
-    "kprobe": ["kprobe.lost", "kprobe.cut"],
+    "kprobe": ["kprobe.lost", "kprobe.cut", "captures.missing", "captures.mismatched"],
     "fanotify": [
         "fanotify.watchdog_answers",
         "fanotify.running_misses",
