@@ -66,6 +66,10 @@ pub struct ProcFacts {
     pub env_vars_source: Option<&'static str>,
     /// A listed variable did not fit in the byte budget.
     pub env_vars_truncated: bool,
+    /// The process was reaped before everything was read, or its directory
+    /// could not be opened: nothing more is to be had of `/proc/<pid>`,
+    /// whose pid may be another process's by now.
+    pub gone: bool,
 }
 
 impl ProcFacts {

@@ -288,7 +288,7 @@ impl Pipeline {
                             |e| matches!(*e, KernelEvent::Exec { tgid: t, .. } if t == tgid),
                         ) =>
                 {
-                    self.reader.prefetch(tgid)
+                    Some(self.reader.prefetch(tgid))
                 }
                 _ => None,
             };
@@ -387,22 +387,18 @@ impl Pipeline {
         // With captures pending, stat comes first: where they carry no
         // time stamp, its comm picks the capture of this very exec. The
         // directory and stat are handed on, so neither is read twice.
-        let opened = if self.join.is_empty() {
-            None
+        let pre = if self.join.is_empty() {
+            pre
         } else {
-            self.reader.procfs.dir(pid).ok().and_then(|mut d| {
-                let st = d.stat(pid).ok()?;
-                Some((d, st))
-            })
+            Some(self.reader.open_stat(pid))
         };
-        let comm = opened.as_ref().map(|(_, s)| s.comm.as_slice());
+        let comm = pre.as_ref().and_then(Prefetched::comm);
         let capture = self.join.take_for(pid, comm, ns);
         let uncaptured = capture.is_none() && self.source.is_some();
         let captured_comm = capture.as_ref().and_then(|c| c.comm.clone());
-        let mut facts = match (opened, pre) {
-            (Some((dir, st)), _) => self.reader.read_with_stat(pid, dir, st, capture),
-            (None, Some(p)) if capture.is_none() => self.reader.read_prefetched(pid, p),
-            (None, _) => self.reader.read(pid, true, capture),
+        let mut facts = match pre {
+            Some(p) => self.reader.read_from(pid, capture, p),
+            None => self.reader.read(pid, true, capture),
         };
         if facts.stat.is_none()
             && let Some(comm) = captured_comm
@@ -437,8 +433,13 @@ impl Pipeline {
         let parent = self.parent_of(pid, ppid);
         let mut event = self.shape(&facts, parent, ppid);
         stages::lap(Stage::Proc);
-        self.identity
-            .fill(self.reader.procfs.root(), pid, facts.exe_file, &mut event);
+        self.identity.fill(
+            self.reader.procfs.root(),
+            pid,
+            !facts.gone,
+            facts.exe_file,
+            &mut event,
+        );
         stages::lap(Stage::Identity);
         let table = &self.table;
         if let Some(meta) = self.metadata.lookup(&event, &|p| table.live(p).is_some()) {

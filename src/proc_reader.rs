@@ -8,13 +8,20 @@ use crate::fanotify::ExecCapture;
 use crate::procfs::{PidDir, ProcFs, Stat};
 
 /// What was read of an exec'd process before its turn came: the directory
-/// (so the rest is read from the same process), and what a short-lived
-/// process loses first.
+/// (so the rest is read from the same process; `None` when it was gone
+/// already), and what a short-lived process loses first.
 pub struct Prefetched {
-    dir: PidDir,
+    dir: Option<PidDir>,
     stat: Option<Stat>,
     /// The cmdline and whether it was cut; `None` when the read failed.
     cmdline: Option<(Vec<u8>, bool)>,
+}
+
+impl Prefetched {
+    /// The comm of the `stat` read, if it was.
+    pub fn comm(&self) -> Option<&[u8]> {
+        self.stat.as_ref().map(|s| s.comm.as_slice())
+    }
 }
 
 /// Reads `/proc/<pid>` for enrichment, bounded by `max_args_bytes`.
@@ -42,40 +49,41 @@ impl ProcReader {
         self.read_limited(pid, full, capture, self.max_args_bytes)
     }
 
-    /// [`Self::read`] through `dir`, whose `stat` the caller already read
-    /// (to match a fanotify capture by comm): neither is done twice.
-    pub fn read_with_stat(
-        &self,
-        pid: u32,
-        dir: PidDir,
-        stat: Stat,
-        capture: Option<ExecCapture>,
-    ) -> ProcFacts {
-        let pre = Prefetched {
+    /// The directory and `stat` of `pid`, read before its capture is
+    /// chosen (the comm decides where captures carry no time stamp).
+    pub fn open_stat(&self, pid: u32) -> Prefetched {
+        let mut dir = self.procfs.dir(pid).ok();
+        let stat = dir.as_mut().and_then(|d| d.stat(pid).ok());
+        Prefetched {
             dir,
-            stat: Some(stat),
+            stat,
             cmdline: None,
-        };
-        self.read_inner(pid, true, capture, self.max_args_bytes, Some(pre))
+        }
     }
 
     /// Proc mode, as the exec's kernel message is read: `cmdline`, then
     /// `stat`, of a process that may be gone by the time its exec is
-    /// enriched. `None` when it is gone already.
-    pub fn prefetch(&self, pid: u32) -> Option<Prefetched> {
-        let mut dir = self.procfs.dir(pid).ok()?;
-        let mut cmdline = Vec::new();
-        let cmdline = dir
-            .cmdline(&mut cmdline, self.max_args_bytes)
-            .ok()
-            .map(|t| (cmdline, t));
-        let stat = dir.stat(pid).ok();
-        Some(Prefetched { dir, stat, cmdline })
+    /// enriched.
+    pub fn prefetch(&self, pid: u32) -> Prefetched {
+        let mut dir = self.procfs.dir(pid).ok();
+        let mut cmdline = None;
+        let mut stat = None;
+        if let Some(d) = dir.as_mut() {
+            let mut buf = Vec::new();
+            cmdline = d
+                .cmdline(&mut buf, self.max_args_bytes)
+                .ok()
+                .map(|t| (buf, t));
+            stat = d.stat(pid).ok();
+        }
+        Prefetched { dir, stat, cmdline }
     }
 
-    /// [`Self::read`] completing what [`Self::prefetch`] read.
-    pub fn read_prefetched(&self, pid: u32, pre: Prefetched) -> ProcFacts {
-        self.read_inner(pid, true, None, self.max_args_bytes, Some(pre))
+    /// [`Self::read`] completing what [`Self::open_stat`] or
+    /// [`Self::prefetch`] read: neither the directory nor a file is read
+    /// twice.
+    pub fn read_from(&self, pid: u32, capture: Option<ExecCapture>, pre: Prefetched) -> ProcFacts {
+        self.read_inner(pid, true, capture, self.max_args_bytes, Some(pre))
     }
 
     /// [`Self::read`] keeping at most `max_args` bytes of cmdline (a `/proc`
@@ -103,8 +111,8 @@ impl ProcReader {
             ..Default::default()
         };
         let (dir, stat, mut cmdline) = match pre {
-            Some(p) => (Ok(p.dir), p.stat, p.cmdline),
-            None => (self.procfs.dir(pid), None, None),
+            Some(p) => (p.dir, p.stat, p.cmdline),
+            None => (self.procfs.dir(pid).ok(), None, None),
         };
         if let Some(c) = capture {
             if let Some(cg) = c.cgroup {
@@ -121,7 +129,8 @@ impl ProcReader {
                 f.set_env_from_envp(envp, &self.env_vars, self.max_args_bytes);
             }
         }
-        let Ok(mut d) = dir else {
+        let Some(mut d) = dir else {
+            f.gone = true;
             return f;
         };
         // cmdline first: it is what a short-lived process loses first.
@@ -152,6 +161,7 @@ impl ProcReader {
         }
         f.stat = stat.or_else(|| d.stat(pid).ok());
         if f.stat.is_none() {
+            f.gone = d.reaped();
             return f;
         }
         // The cgroup decides the container: read it before the rest.
@@ -175,6 +185,55 @@ impl ProcReader {
                 f.env_vars_source = Some(crate::envvars::FROM_PROC);
             }
         }
+        f.gone = d.reaped();
         f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn host_fixture() -> ProcReader {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/proc/host");
+        ProcReader::new(ProcFs::new(root), 4096)
+    }
+
+    #[test]
+    fn a_live_process_is_read_whole_and_not_gone() {
+        let r = host_fixture();
+        let f = r.read_from(1234, None, r.prefetch(1234));
+        assert!(!f.gone);
+        assert_eq!(f.stat.expect("stat").comm, b"bash");
+        assert!(f.status.is_some() && f.ns.is_some() && f.cwd.is_some());
+        assert_eq!(f.exe.as_deref(), Some(&b"/usr/bin/bash"[..]));
+    }
+
+    #[test]
+    fn a_process_gone_before_its_directory_was_opened_is_gone() {
+        let r = host_fixture();
+        let pre = r.prefetch(99);
+        assert!(pre.comm().is_none());
+        let f = r.read_from(99, None, pre);
+        assert!(f.gone && f.stat.is_none() && f.cmdline.is_empty());
+    }
+
+    #[test]
+    fn a_process_reaped_after_its_stat_keeps_what_was_read() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id();
+        let r = ProcReader::new(ProcFs::host(), 4096);
+        let pre = r.prefetch(pid);
+        assert_eq!(pre.comm(), Some(&b"sleep"[..]));
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+        let f = r.read_from(pid, None, pre);
+        assert!(f.gone, "reaped while its facts were read");
+        assert_eq!(f.cmdline, b"sleep\x0030\x00");
+        assert!(f.status.is_none() && f.ns.is_none() && f.exe.is_none());
     }
 }

@@ -102,6 +102,7 @@ impl ProcFs {
             // SAFETY: a fresh fd we own.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             buf: Vec::with_capacity(SMALL_FILE),
+            reaped: false,
         })
     }
 
@@ -186,9 +187,15 @@ const SMALL_FILE_MAX: usize = 64 * 1024;
 /// The files read here (`single_open` seq files, `cmdline`, the audit ids)
 /// hand out everything they have in one read, so a short read is the end;
 /// fixture trees are regular files, for which that holds too.
+///
+/// Once a read has answered ESRCH the task is reaped, and every later read
+/// through this directory would answer the same (the directory stays bound
+/// to the dead task, never to a pid's next owner): they are not made, which
+/// spares a short-lived process's exec a dozen failing system calls.
 pub struct PidDir {
     fd: OwnedFd,
     buf: Vec<u8>,
+    reaped: bool,
 }
 
 impl PidDir {
@@ -207,7 +214,9 @@ impl PidDir {
     /// kernel threads and zombies.
     pub fn cmdline(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<bool> {
         buf.clear();
-        read_into(self.fd.as_fd(), c"cmdline", buf, max.saturating_add(1))?;
+        self.live()?;
+        let r = read_into(self.fd.as_fd(), c"cmdline", buf, max.saturating_add(1));
+        self.track(r)?;
         let truncated = buf.len() > max;
         buf.truncate(max);
         Ok(truncated)
@@ -216,11 +225,17 @@ impl PidDir {
     /// Target of `exe` as raw bytes, " (deleted)" suffix kept. Kernel
     /// threads have none: NotFound, like a vanished process.
     pub fn exe(&mut self) -> io::Result<Vec<u8>> {
-        read_link_at(self.fd.as_fd(), c"exe")
+        self.link(c"exe")
     }
 
     pub fn cwd(&mut self) -> io::Result<Vec<u8>> {
-        read_link_at(self.fd.as_fd(), c"cwd")
+        self.link(c"cwd")
+    }
+
+    fn link(&mut self, name: &CStr) -> io::Result<Vec<u8>> {
+        self.live()?;
+        let r = read_link_at(self.fd.as_fd(), name);
+        self.track(r)
     }
 
     /// Reads `cgroup` into `buf` (cleared first). Invalid UTF-8 in a cgroup
@@ -241,7 +256,12 @@ impl PidDir {
         let mut ino = [0u64; NS_LINKS.len()];
         let mut target = [0u8; 64];
         for (slot, name) in ino.iter_mut().zip(NS_LINKS) {
-            if let Ok(n) = readlinkat(self.fd.as_fd(), name, &mut target) {
+            // Links read before the task was reaped are kept.
+            if self.reaped {
+                break;
+            }
+            let r = readlinkat(self.fd.as_fd(), name, &mut target);
+            if let Ok(n) = self.track(r) {
                 *slot = parse_ns_link(&target[..n]).unwrap_or(0);
             }
         }
@@ -287,13 +307,39 @@ impl PidDir {
     /// exited process.)
     fn alive(&self) -> bool {
         // SAFETY: our dirfd and a NUL-terminated name.
-        unsafe { libc::faccessat(self.fd.as_raw_fd(), c"stat".as_ptr(), libc::F_OK, 0) == 0 }
+        !self.reaped
+            && unsafe { libc::faccessat(self.fd.as_raw_fd(), c"stat".as_ptr(), libc::F_OK, 0) == 0 }
+    }
+
+    /// Whether a read found the task reaped.
+    pub fn reaped(&self) -> bool {
+        self.reaped
+    }
+
+    /// NotFound, without a system call, once the task is known reaped.
+    fn live(&self) -> io::Result<()> {
+        if self.reaped {
+            return Err(gone(io::Error::from_raw_os_error(libc::ESRCH)));
+        }
+        Ok(())
+    }
+
+    /// Notes a reaped task from a read's result.
+    fn track<T>(&mut self, r: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &r
+            && is_reaped(e)
+        {
+            self.reaped = true;
+        }
+        r
     }
 
     /// The whole file `name`, at most `max` bytes, in the scratch buffer.
     fn read(&mut self, name: &CStr, max: usize) -> io::Result<&[u8]> {
+        self.live()?;
         self.buf.clear();
-        read_into(self.fd.as_fd(), name, &mut self.buf, max)?;
+        let r = read_into(self.fd.as_fd(), name, &mut self.buf, max);
+        self.track(r)?;
         Ok(&self.buf)
     }
 }
@@ -384,6 +430,14 @@ fn gone(e: io::Error) -> io::Error {
     } else {
         e
     }
+}
+
+/// Whether `e` is [`gone`]'s ESRCH: the task was reaped.
+fn is_reaped(e: &io::Error) -> bool {
+    e.get_ref()
+        .and_then(|i| i.downcast_ref::<io::Error>())
+        .and_then(io::Error::raw_os_error)
+        == Some(libc::ESRCH)
 }
 
 fn invalid(file: &str, pid: u32) -> io::Error {
@@ -723,6 +777,35 @@ mod tests {
                 .expect_err("gone")
         );
         assert!(nf(gone(io::Error::from_raw_os_error(libc::ESRCH))));
+        assert!(is_reaped(&gone(io::Error::from_raw_os_error(libc::ESRCH))));
+        assert!(!is_reaped(&io::ErrorKind::NotFound.into()));
+        assert!(!is_reaped(&gone(io::Error::from_raw_os_error(
+            libc::ENOENT
+        ))));
+    }
+
+    #[test]
+    fn a_reaped_task_is_read_no_further() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id();
+        let mut d = ProcFs::host().dir(pid).expect("dir");
+        assert_eq!(d.stat(pid).expect("stat").comm, b"sleep");
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+        let nf = |r: io::Error| r.kind() == io::ErrorKind::NotFound;
+        assert!(d.status(pid).map_err(nf).expect_err("reaped"));
+        assert!(d.reaped, "ESRCH marks the directory reaped");
+        assert!(d.exe().map_err(nf).expect_err("reaped"));
+        assert!(d.namespaces().map_err(nf).expect_err("reaped"));
+        assert!(d.loginuid().map_err(nf).expect_err("reaped"));
+        assert!(
+            d.cmdline(&mut Vec::new(), 10)
+                .map_err(nf)
+                .expect_err("reaped")
+        );
     }
 
     #[test]

@@ -201,17 +201,30 @@ impl Identifier {
     /// Adds `execsentry.exe.*` and `process.hash.sha256` to the event of
     /// an exec by `pid`, when its executable can be read. `file`, when
     /// given, is the identity of the file opened for the exec (the fanotify
-    /// event's): if the process is already gone, a cached entry for it
-    /// still identifies the executable. Only a fallback: that file may be
+    /// event's): if the process is already gone (not `alive`: then its
+    /// `/proc/<pid>` is not looked at), a cached entry for it still
+    /// identifies the executable. Only a fallback: that file may be
     /// the loader's when the program's own filesystem could not be marked.
     /// An executable on a slow filesystem is identified by the worker,
     /// waited for within its bounds; past them the event gets
     /// `execsentry.stalled: ["identity"]` instead.
-    pub fn fill(&mut self, proc_root: &Path, pid: u32, file: Option<FileKey>, ev: &mut Event) {
+    pub fn fill(
+        &mut self,
+        proc_root: &Path,
+        pid: u32,
+        alive: bool,
+        file: Option<FileKey>,
+        ev: &mut Event,
+    ) {
         if !self.cfg.enabled {
             return;
         }
-        let found = self.find(proc_root, pid, true);
+        // A reaped process's pid may be another's by now.
+        let found = if alive {
+            self.find(proc_root, pid, true)
+        } else {
+            Found::Unreadable
+        };
         let known = match found {
             Found::Known(k) => k,
             Found::Stalled | Found::Unreadable => {

@@ -135,7 +135,7 @@ fn identifier_caches_by_file_and_counts() {
     let mut idf = Identifier::new(cfg, shipped_tools());
     let (root, bin) = fake_proc("github.com/docker/cli/cmd/docker");
     let mut ev = Event::default();
-    idf.fill(root.path(), 42, None, &mut ev);
+    idf.fill(root.path(), 42, true, None, &mut ev);
     let exe = ev.execsentry.exe.clone().expect("identified");
     assert_eq!(exe.tool.as_deref(), Some("docker"));
     let sha = ev.process.hash.and_then(|h| h.sha256).expect("hashed");
@@ -169,11 +169,11 @@ fn file_known_at_exec_is_identified_after_the_process_is_gone() {
     let mut idf = Identifier::new(IdentityConfig::default(), shipped_tools());
     let (root, bin) = fake_proc("github.com/docker/cli/cmd/docker");
     let mut ev = Event::default();
-    idf.fill(root.path(), 42, None, &mut ev);
+    idf.fill(root.path(), 42, true, None, &mut ev);
     let key = FileKey::from(&std::fs::metadata(&bin).unwrap());
     // Pid 43 has no /proc entry: only the key finds the file.
     let mut ev = Event::default();
-    idf.fill(root.path(), 43, Some(key), &mut ev);
+    idf.fill(root.path(), 43, true, Some(key), &mut ev);
     let tool = ev.execsentry.exe.and_then(|e| e.tool);
     assert_eq!(tool.as_deref(), Some("docker"));
     let s = idf.stats();
@@ -198,7 +198,7 @@ fn large_files_are_identified_but_not_hashed() {
 fn disabled_identifier_reads_nothing() {
     let mut idf = Identifier::disabled();
     let mut ev = Event::default();
-    idf.fill(Path::new("/proc"), std::process::id(), None, &mut ev);
+    idf.fill(Path::new("/proc"), std::process::id(), true, None, &mut ev);
     assert_eq!(ev.execsentry.exe, None);
     assert_eq!(idf.stats(), CacheStats::default());
 }
