@@ -229,11 +229,16 @@ mod tests {
         let r = ProcReader::new(ProcFs::host(), 4096);
         let pre = r.prefetch(pid);
         assert_eq!(pre.comm(), Some(&b"sleep"[..]));
+        let read = pre
+            .cmdline
+            .as_ref()
+            .map(|(c, _)| c.clone())
+            .expect("cmdline");
         child.kill().expect("kill");
         child.wait().expect("reap");
         let f = r.read_from(pid, None, pre);
         assert!(f.gone, "reaped while its facts were read");
-        assert_eq!(f.cmdline, b"sleep\x0030\x00");
+        assert_eq!(f.cmdline, read, "the prefetched cmdline is kept");
         assert!(f.status.is_none() && f.ns.is_none() && f.exe.is_none());
     }
 }
