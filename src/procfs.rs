@@ -214,9 +214,7 @@ impl PidDir {
     /// kernel threads and zombies.
     pub fn cmdline(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<bool> {
         buf.clear();
-        self.live()?;
-        let r = read_into(self.fd.as_fd(), c"cmdline", buf, max.saturating_add(1));
-        self.track(r)?;
+        self.guarded(|dir, _| read_into(dir, c"cmdline", buf, max.saturating_add(1)))?;
         let truncated = buf.len() > max;
         buf.truncate(max);
         Ok(truncated)
@@ -233,9 +231,7 @@ impl PidDir {
     }
 
     fn link(&mut self, name: &CStr) -> io::Result<Vec<u8>> {
-        self.live()?;
-        let r = read_link_at(self.fd.as_fd(), name);
-        self.track(r)
+        self.guarded(|dir, _| read_link_at(dir, name))
     }
 
     /// Reads `cgroup` into `buf` (cleared first). Invalid UTF-8 in a cgroup
@@ -257,11 +253,7 @@ impl PidDir {
         let mut target = [0u8; 64];
         for (slot, name) in ino.iter_mut().zip(NS_LINKS) {
             // Links read before the task was reaped are kept.
-            if self.reaped {
-                break;
-            }
-            let r = readlinkat(self.fd.as_fd(), name, &mut target);
-            if let Ok(n) = self.track(r) {
+            if let Ok(n) = self.guarded(|dir, _| readlinkat(dir, name, &mut target)) {
                 *slot = parse_ns_link(&target[..n]).unwrap_or(0);
             }
         }
@@ -316,16 +308,17 @@ impl PidDir {
         self.reaped
     }
 
-    /// NotFound, without a system call, once the task is known reaped.
-    fn live(&self) -> io::Result<()> {
+    /// Every read of the directory goes through here: `op` gets the
+    /// directory and the scratch buffer, and is not called (NotFound, no
+    /// system call) once a read found the task reaped.
+    fn guarded<T>(
+        &mut self,
+        op: impl FnOnce(BorrowedFd<'_>, &mut Vec<u8>) -> io::Result<T>,
+    ) -> io::Result<T> {
         if self.reaped {
             return Err(gone(io::Error::from_raw_os_error(libc::ESRCH)));
         }
-        Ok(())
-    }
-
-    /// Notes a reaped task from a read's result.
-    fn track<T>(&mut self, r: io::Result<T>) -> io::Result<T> {
+        let r = op(self.fd.as_fd(), &mut self.buf);
         if let Err(e) = &r
             && is_reaped(e)
         {
@@ -336,10 +329,10 @@ impl PidDir {
 
     /// The whole file `name`, at most `max` bytes, in the scratch buffer.
     fn read(&mut self, name: &CStr, max: usize) -> io::Result<&[u8]> {
-        self.live()?;
-        self.buf.clear();
-        let r = read_into(self.fd.as_fd(), name, &mut self.buf, max);
-        self.track(r)?;
+        self.guarded(|dir, buf| {
+            buf.clear();
+            read_into(dir, name, buf, max)
+        })?;
         Ok(&self.buf)
     }
 }
