@@ -117,6 +117,9 @@ registry! {
     FanotifyAnswered = "fanotify.answered", Throughput, Fanotify;
     FanotifyDenied = "fanotify.denied", Throughput, Fanotify;
     FanotifyWatchdogAnswers = "fanotify.watchdog_answers", Loss, Fanotify;
+    /// Overdue events left to a reader thread that was runnable (starved
+    /// of CPU, not stopped): up to `RUNNABLE_MAX` after their read.
+    FanotifyWatchdogRunnableWaits = "fanotify.watchdog_runnable_waits", Throughput, Fanotify;
     FanotifyDeferred = "fanotify.deferred", Throughput, Fanotify;
     FanotifyArgvReadErrors = "fanotify.argv_read_errors", Loss, Fanotify;
     FanotifyRunningMisses = "fanotify.running_misses", Loss, Fanotify;

@@ -78,6 +78,9 @@ pub struct FanotifyStats {
     pub deferred: u64,
     pub argv_read_errors: u64,
     pub watchdog_answers: u64,
+    /// Overdue events the watchdog left to their reader a while longer,
+    /// because that thread was runnable (starved of CPU, not stalled).
+    pub watchdog_runnable_waits: u64,
     pub marks: u64,
     pub mark_errors: u64,
     /// Loader/interpreter opens in the same execve.
@@ -263,6 +266,7 @@ impl FanotifyCapture {
         let mut s = self.stats;
         if let Some(wd) = &self.watchdog {
             s.watchdog_answers = wd.answers() + wd.takeover_answers();
+            s.watchdog_runnable_waits = wd.runnable_waits();
         }
         s
     }
@@ -315,6 +319,10 @@ impl CaptureSource for FanotifyCapture {
             (Counter::FanotifyAnswered, f.answered),
             (Counter::FanotifyDenied, f.denied),
             (Counter::FanotifyWatchdogAnswers, f.watchdog_answers),
+            (
+                Counter::FanotifyWatchdogRunnableWaits,
+                f.watchdog_runnable_waits,
+            ),
             (Counter::FanotifyDeferred, f.deferred),
             (Counter::FanotifyArgvReadErrors, f.argv_read_errors),
             (Counter::FanotifyRunningMisses, f.syscall_running_misses),

@@ -78,6 +78,12 @@ pub const TAKE_OVER_AFTER: Duration = Duration::from_millis(10);
 /// However the loop progresses, no event waits longer than this for its
 /// answer (a slow loop, a long batch): then the watchdog allows it.
 pub const WAIT_MAX: Duration = Duration::from_millis(100);
+/// An event whose [`ANSWER_AFTER`] passed while the thread that read it
+/// was still on a CPU or waiting for one (`R`: starved, not stopped) is
+/// left to it for up to this long after the read, checked again every
+/// [`ANSWER_AFTER`]. A stopped, traced or blocked thread is not runnable,
+/// so its events are still answered after [`ANSWER_AFTER`].
+pub const RUNNABLE_MAX: Duration = Duration::from_millis(40);
 /// Shortest sleep: below this, sleeping costs more than it saves.
 const MIN_SLEEP: Duration = Duration::from_micros(100);
 /// Time without a published event before parking.
@@ -119,6 +125,9 @@ struct Slot {
     /// Not answered before this (ns since `epoch`): the loop is reading
     /// this event's task (see [`Watchdog::hold`]).
     hold_ns: AtomicU64,
+    /// The thread that read the event: whether it is runnable decides
+    /// whether a silent loop is stalled or only starved of CPU.
+    tid: AtomicI32,
 }
 
 /// State shared by the loop and the watchdog process: one `MAP_SHARED`
@@ -126,6 +135,8 @@ struct Slot {
 struct Shared {
     group_fd: RawFd,
     death_fd: RawFd,
+    /// The sensor's pid: its threads' `/proc/<pid>/task/<tid>/stat`.
+    pid: libc::pid_t,
     /// CLOCK_MONOTONIC is one clock for both processes.
     epoch: Instant,
     fault: u32,
@@ -149,6 +160,9 @@ struct Shared {
     takeover_answers: AtomicU64,
     /// Answers given while the loop was silent for [`SILENT_LOOP`].
     silent_answers: AtomicU64,
+    /// Times an overdue event was left to its reader because that thread
+    /// was runnable (see [`RUNNABLE_MAX`]).
+    runnable_waits: AtomicU64,
     /// The sensor is panicking: answer everything now, read everything
     /// queued, without waiting for deadlines (see [`hand_off`]).
     handoff: AtomicBool,
@@ -269,6 +283,7 @@ impl Watchdog {
             shared.write(Shared {
                 group_fd,
                 death_fd: death.child_end,
+                pid: libc::getpid(),
                 epoch: Instant::now(),
                 fault,
                 can_take_over: AtomicBool::new(false),
@@ -278,6 +293,7 @@ impl Watchdog {
                     fd: AtomicI32::new(-1),
                     read_ns: AtomicU64::new(0),
                     hold_ns: AtomicU64::new(0),
+                    tid: AtomicI32::new(0),
                 }),
                 stop: AtomicBool::new(false),
                 sleeping: AtomicU32::new(0),
@@ -287,6 +303,7 @@ impl Watchdog {
                 answers: AtomicU64::new(0),
                 takeover_answers: AtomicU64::new(0),
                 silent_answers: AtomicU64::new(0),
+                runnable_waits: AtomicU64::new(0),
                 handoff: AtomicBool::new(false),
             })
         };
@@ -389,6 +406,7 @@ impl Watchdog {
         slot.fd.store(fd, Ordering::Relaxed);
         slot.read_ns.store(s.now_ns(), Ordering::Relaxed);
         slot.hold_ns.store(0, Ordering::Relaxed);
+        slot.tid.store(current_tid(), Ordering::Relaxed);
         slot.state.store(word, Ordering::SeqCst);
         s.published.fetch_add(1, Ordering::SeqCst);
         // Pairs with the watchdog's store of `sleeping` and re-scan: one of
@@ -476,6 +494,25 @@ impl Watchdog {
     pub fn takeover_answers(&self) -> u64 {
         self.shared().takeover_answers.load(Ordering::Relaxed)
     }
+
+    /// How often an overdue event was left to a reader that was runnable.
+    pub fn runnable_waits(&self) -> u64 {
+        self.shared().runnable_waits.load(Ordering::Relaxed)
+    }
+}
+
+/// The calling thread's id, cached: `publish` runs once per event.
+fn current_tid() -> libc::pid_t {
+    thread_local! {
+        static TID: std::cell::Cell<libc::pid_t> = const { std::cell::Cell::new(0) };
+    }
+    TID.with(|t| {
+        if t.get() == 0 {
+            // SAFETY: gettid has no failure mode.
+            t.set(unsafe { libc::gettid() });
+        }
+        t.get()
+    })
 }
 
 fn describe_status(status: i32) -> String {
@@ -551,7 +588,10 @@ mod tests {
     fn watchdog() -> (Watchdog, [RawFd; 2]) {
         let mut p = [-1; 2];
         // SAFETY: pipe2 into a local array.
-        assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // Non-blocking, as a fanotify group is: a failing test's panic
+        // hands off to the watchdog, whose reads must not block.
+        let flags = libc::O_CLOEXEC | libc::O_NONBLOCK;
+        assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), flags) }, 0);
         (Watchdog::start(p[0]).unwrap(), p)
     }
 
@@ -629,6 +669,75 @@ mod tests {
         }
         assert_eq!(wd.claim(5, word), Claim::Watchdog);
         wd.release(5, word);
+        drop(wd);
+        close(p);
+    }
+
+    #[test]
+    fn a_runnable_reader_is_given_time_until_runnable_max_after_the_read() {
+        let ms = |n: u64| n * 1_000_000;
+        let after = ns(ANSWER_AFTER);
+        // Looked at again ANSWER_AFTER later...
+        assert_eq!(child::runnable_due_ns(ms(10), ms(13)), Some(ms(13) + after));
+        // ...never past RUNNABLE_MAX after the read, and not at all after.
+        let cap = ms(10) + ns(RUNNABLE_MAX);
+        assert_eq!(child::runnable_due_ns(ms(10), cap - 1), Some(cap));
+        assert_eq!(child::runnable_due_ns(ms(10), cap), None);
+        const { assert!(RUNNABLE_MAX.as_nanos() < WAIT_MAX.as_nanos()) };
+    }
+
+    #[test]
+    fn a_stat_line_gives_its_state_only_for_its_own_task() {
+        let line = b"4242 (fan) thread)) R 1 4242 4242 0 -1 4194560 137";
+        assert_eq!(child::stat_state(line, 4242), Some(b'R'));
+        assert_eq!(child::stat_state(b"17 (execsentry) S 1 17", 17), Some(b'S'));
+        // Another pid namespace's /proc: another task's line.
+        assert_eq!(child::stat_state(line, 4243), None);
+        // Truncated or garbage.
+        assert_eq!(child::stat_state(b"17 (execsentry)", 17), None);
+        assert_eq!(child::stat_state(b"", 17), None);
+        assert_eq!(child::stat_state(b"x (a) R", 17), None);
+    }
+
+    /// A reader that keeps its CPU (as one starved of it does: `R`)
+    /// without a heartbeat is not answered for at ANSWER_AFTER; once it
+    /// sleeps (stopped, blocked) it is.
+    #[test]
+    fn an_event_of_a_runnable_reader_waits_for_it_and_a_sleeping_readers_does_not() {
+        let (mut wd, p) = watchdog();
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                // A busy machine may not run the watchdog before
+                // RUNNABLE_MAX has passed (then it answers, rightly):
+                // a few tries.
+                for slot in 10..15 {
+                    let (waits, answers) = (wd.runnable_waits(), wd.answers());
+                    let word = wd.publish(slot, 1234);
+                    // Spin, as a thread on a CPU does, until the watchdog
+                    // has looked at the overdue event.
+                    let deadline = Instant::now() + Duration::from_secs(2);
+                    while wd.runnable_waits() == waits && wd.answers() == answers {
+                        assert!(Instant::now() < deadline, "the watchdog never looked");
+                        std::hint::spin_loop();
+                    }
+                    let left_to_us = wd.answers() == answers;
+                    if left_to_us {
+                        // Now asleep: answered, without a heartbeat.
+                        let deadline = Instant::now() + WAIT_MAX * 3;
+                        while wd.answers() == answers {
+                            assert!(Instant::now() < deadline, "never answered");
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                    assert_eq!(wd.claim(slot, word), Claim::Watchdog);
+                    wd.release(slot, word);
+                    if left_to_us {
+                        return;
+                    }
+                }
+                panic!("answered at once every time while its reader ran");
+            });
+        });
         drop(wd);
         close(p);
     }

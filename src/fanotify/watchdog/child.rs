@@ -15,27 +15,36 @@ impl Shared {
     /// Answers overdue published events; returns when the earliest one
     /// still pending falls due (ns since `epoch`), `None` if none is, and
     /// how many it answered.
-    pub(super) fn answer_overdue(&self) -> (Option<u64>, u64) {
+    pub(super) fn answer_overdue(&self, readers: &mut Readers) -> (Option<u64>, u64) {
         let now = self.now_ns();
+        readers.begin_pass();
         let handoff = self.handoff.load(Ordering::SeqCst);
         let beat = self.heartbeat_ns.load(Ordering::Relaxed);
         let mut next: Option<u64> = None;
         let mut answered = 0;
-        for slot in &self.slots {
+        for (i, slot) in self.slots.iter().enumerate() {
             let word = slot.state.load(Ordering::SeqCst);
             if word & STATE_MASK != PENDING {
                 continue;
             }
             let fd = slot.fd.load(Ordering::Relaxed);
-            let due = if handoff {
+            let read = slot.read_ns.load(Ordering::Relaxed);
+            let mut due = if handoff {
                 0
             } else {
-                due_ns(
-                    slot.read_ns.load(Ordering::Relaxed),
-                    beat,
-                    slot.hold_ns.load(Ordering::Relaxed),
-                )
+                due_ns(read, beat, slot.hold_ns.load(Ordering::Relaxed))
             };
+            if !handoff {
+                due = due.max(readers.waiting_until(i, word));
+                if now >= due
+                    && let Some(until) = runnable_due_ns(read, now)
+                    && readers.runnable(self.pid, slot.tid.load(Ordering::Relaxed))
+                {
+                    readers.wait(i, word, until);
+                    self.runnable_waits.fetch_add(1, Ordering::Relaxed);
+                    due = until;
+                }
+            }
             if now < due {
                 next = Some(next.map_or(due, |n| n.min(due)));
                 continue;
@@ -103,6 +112,170 @@ pub(super) fn due_ns(read: u64, beat: u64, hold: u64) -> u64 {
     idle.max(hold).min(read.saturating_add(ns(WAIT_MAX)))
 }
 
+/// When an event found overdue at `now` is next looked at, given that the
+/// thread that read it is runnable: [`ANSWER_AFTER`] later, up to
+/// [`RUNNABLE_MAX`] after the read; `None` once that has passed.
+pub(super) fn runnable_due_ns(read: u64, now: u64) -> Option<u64> {
+    let cap = read.saturating_add(ns(RUNNABLE_MAX));
+    (now < cap).then(|| now.saturating_add(ns(ANSWER_AFTER)).min(cap))
+}
+
+/// How many reader threads' `stat` files the child keeps open: the loop
+/// and the fanotify thread, with room for a restart of either.
+const READERS: usize = 4;
+
+/// The child's view of the threads that read events: one open
+/// `/proc/<pid>/task/<tid>/stat` per thread, and the events it decided to
+/// leave to a runnable reader. Fixed arrays on the child's stack: nothing
+/// here allocates.
+pub(super) struct Readers {
+    tids: [libc::pid_t; READERS],
+    fds: [RawFd; READERS],
+    next: usize,
+    /// Each thread's state as read in this pass over the slots: one read
+    /// per thread however many of its events are overdue.
+    seen: [Option<bool>; READERS],
+    /// (slot word, until) per slot: left to its reader until then.
+    waits: [(u64, u64); SLOTS],
+}
+
+impl Readers {
+    pub(super) const fn new() -> Self {
+        Readers {
+            tids: [0; READERS],
+            fds: [-1; READERS],
+            next: 0,
+            seen: [None; READERS],
+            waits: [(0, 0); SLOTS],
+        }
+    }
+
+    /// A new pass over the slots: thread states are read afresh.
+    fn begin_pass(&mut self) {
+        self.seen = [None; READERS];
+    }
+
+    fn waiting_until(&self, i: usize, word: u64) -> u64 {
+        match self.waits[i] {
+            (w, until) if w == word => until,
+            _ => 0,
+        }
+    }
+
+    fn wait(&mut self, i: usize, word: u64, until: u64) {
+        self.waits[i] = (word, until);
+    }
+
+    /// Whether thread `tid` of process `pid` is on a CPU or waiting for
+    /// one. Anything unknown (no such thread, no `/proc`, no fd left, a
+    /// `stat` of another task) is `false`: the event is answered as if
+    /// the reader were stalled.
+    pub(super) fn runnable(&mut self, pid: libc::pid_t, tid: libc::pid_t) -> bool {
+        if tid <= 0 {
+            return false;
+        }
+        let k = match self.tids.iter().position(|&t| t == tid) {
+            Some(k) => k,
+            None => {
+                let k = self.next;
+                self.next = (k + 1) % READERS;
+                if self.fds[k] >= 0 {
+                    // SAFETY: our own fd, opened below.
+                    unsafe { libc::close(self.fds[k]) };
+                }
+                self.tids[k] = tid;
+                self.fds[k] = open_stat(pid, tid);
+                self.seen[k] = None;
+                k
+            }
+        };
+        if let Some(r) = self.seen[k] {
+            return r;
+        }
+        let mut buf = [0u8; 64];
+        // SAFETY: reads into a local buffer of its length; a seq_file
+        // read at offset 0 shows the task's state now.
+        let n = unsafe { libc::pread(self.fds[k], buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let r = usize::try_from(n).is_ok_and(|n| stat_state(&buf[..n], tid) == Some(b'R'));
+        self.seen[k] = Some(r);
+        r
+    }
+}
+
+/// Opens `/proc/<pid>/task/<tid>/stat` with a path built on the stack;
+/// -1 on failure.
+fn open_stat(pid: libc::pid_t, tid: libc::pid_t) -> RawFd {
+    let mut path = [0u8; 64];
+    let mut len = 0;
+    for part in [
+        Part::Text(b"/proc/"),
+        Part::Num(pid),
+        Part::Text(b"/task/"),
+        Part::Num(tid),
+        Part::Text(b"/stat"),
+    ] {
+        len = part.write(&mut path, len);
+    }
+    if len >= path.len() {
+        return -1; // The NUL must fit after it.
+    }
+    // SAFETY: `path` is NUL-terminated (zeroed past `len`).
+    unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) }
+}
+
+enum Part {
+    Text(&'static [u8]),
+    Num(libc::pid_t),
+}
+
+impl Part {
+    /// Appends itself at `at`; returns the new length (the buffer's
+    /// length when it did not fit).
+    fn write(&self, buf: &mut [u8], at: usize) -> usize {
+        let mut digits = [0u8; 10];
+        let text: &[u8] = match *self {
+            Part::Text(t) => t,
+            Part::Num(n) => {
+                let mut n = n.unsigned_abs();
+                let mut k = digits.len();
+                loop {
+                    k -= 1;
+                    digits[k] = b'0' + (n % 10) as u8;
+                    n /= 10;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                &digits[k..]
+            }
+        };
+        match buf.get_mut(at..at + text.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(text);
+                at + text.len()
+            }
+            None => buf.len(),
+        }
+    }
+}
+
+/// The state letter of a `stat` line (`"<tid> (<comm>) S ..."`) that
+/// belongs to `tid`: `None` for a truncated line or another task's (a
+/// `/proc` of another pid namespace). The comm may hold `)`, so the
+/// state follows the last one; fields after it are numbers.
+pub(super) fn stat_state(line: &[u8], tid: libc::pid_t) -> Option<u8> {
+    let sp = line.iter().position(|&b| b == b' ')?;
+    let first = std::str::from_utf8(&line[..sp]).ok()?;
+    if first.parse::<libc::pid_t>().ok()? != tid {
+        return None;
+    }
+    let close = line.iter().rposition(|&b| b == b')')?;
+    match line.get(close + 1..close + 3)? {
+        [b' ', state] => Some(*state),
+        _ => None,
+    }
+}
+
 pub(super) fn bytemuck_u8(buf: &[u64], n: usize) -> &[u8] {
     // SAFETY: u64 has no padding and any byte pattern is a valid u8.
     let all = unsafe {
@@ -141,6 +314,7 @@ pub(super) fn child_main(s: &Shared, fd_limit: u64) -> ! {
 /// few hundred wake-ups a second, not one per event. Parks when idle.
 /// Returns when the parent is gone or asked it to stop.
 pub(super) fn run(s: &Shared) {
+    let mut readers = Readers::new();
     let mut last_published = 0u64;
     let mut last_activity = s.now_ns();
     // (drains counter, time) when the fd was first seen readable: the loop
@@ -157,7 +331,7 @@ pub(super) fn run(s: &Shared) {
             // SAFETY: abort(3) is async-signal-safe.
             unsafe { libc::abort() };
         }
-        let (next_due, mut answered) = s.answer_overdue();
+        let (next_due, mut answered) = s.answer_overdue(&mut readers);
         let drains = s.drains.load(Ordering::SeqCst);
         let now = s.now_ns();
         if drains != drains_seen.0 {
