@@ -19,7 +19,8 @@ LABEL = {
     "kprobe": "execsentry `--capture kprobe`",
     "fanotify": "execsentry `--capture fanotify`",
 }
-# Counters shown per mode: what each mode loses argv to.
+# Counters shown per mode: what each mode loses argv to, and what it
+# waited for instead (deferred tasks, a reader left its overdue events).
 # Losses every sensor mode reports: proc-connector messages the socket
 # could not hold, and sequence gaps.
 COMMON = ["overruns", "lost_events"]
@@ -29,6 +30,7 @@ LOSSES = {
         "fanotify.watchdog_answers",
         "fanotify.running_misses",
         "fanotify.deferred",
+        "fanotify.watchdog_runnable_waits",
     ],
 }
 

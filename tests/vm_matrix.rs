@@ -2,11 +2,10 @@
 //! kernels booted under qemu TCG from an initramfs that tests/vm/run.sh
 //! builds; the guest (tests/vm/guest.sh) runs the kprobe capture and
 //! reports over the serial console; `mode_fanotify` is a 5 000-exec storm
-//! under `--capture fanotify` whose every exec must have its event and at
-//! least 99.5 % their exact argv from the handshake itself; the exact share
-//! and the watchdog's answers (each one an exec the handshake may have
-//! missed) are in its result line, with `target=met` against issue 15's
-//! 99.9 % and 0.1 %. A missing tool (qemu, cpio, gcc) or an
+//! under `--capture fanotify` whose every exec must have its event, at
+//! least 99.9 % their exact argv from the handshake itself and at most
+//! 0.1 % a watchdog answer (issue 15's target, `target=met` in its result
+//! line). A missing tool (qemu, cpio, gcc) or an
 //! unreachable Debian archive with nothing cached fails the test: the
 //! project's tests/support/setup.sh installs what it needs.
 

@@ -13,7 +13,10 @@
 //! however it progresses, and (2) for events the loop has not even read: if the
 //! group fd stays readable for [`ANSWER_AFTER`] while the loop has not entered
 //! `drain` in between, the watchdog reads and allows them itself (their argv
-//! is lost and counted). It never touches `/proc`, allocates nothing (after
+//! is lost and counted). An event past [`ANSWER_AFTER`] whose reader
+//! thread is runnable (on a CPU or waiting for one: starved, not stopped)
+//! is left to it up to [`RUNNABLE_MAX`]; the one `/proc` file it reads is
+//! that thread's `stat`. It allocates nothing (after
 //! `fork` it may not: see [`process`]) and takes no lock. It keeps no
 //! capability, ignores the signals meant for the sensor, and exits when the
 //! sensor does (a pidfd, or a pipe on kernels before 5.3), so the kernel

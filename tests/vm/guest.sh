@@ -330,21 +330,21 @@ for mode in fanotify proc; do
 	if [ "$mode" = fanotify ]; then
 		wd=$(status_counter "$st" fanotify.watchdog_answers)
 		detail="events=$2/$n exact=$1/$n ($pct%) watchdog_answers=${wd:-?}"
-		for c in running_misses deferred argv_read_errors handoff_dropped; do
+		for c in running_misses deferred watchdog_runnable_waits argv_read_errors handoff_dropped; do
 			detail="$detail $c=$(status_counter "$st" fanotify.$c)"
 		done
 		detail="$detail p50/p99_us=$(echo "$st" | tr -d ' \n' | sed -n 's/.*"answer_latency_us":\[\([^]]*\)\].*/\1/p') $rate"
-		# Issue 15's target: >= 99.9 % exact and <= 0.1 % watchdog answers,
-		# reported as target=met|missed. Inside `make test` (the VM beside
-		# other tests on 2 cores) runs gave 99.88-99.96 %, so the assertion
-		# is 99.5 %: a regression fails, the noise of a starved VM does not.
+		# Issue 15's target, asserted: >= 99.9 % exact and <= 0.1 %
+		# watchdog answers. Before the watchdog left a runnable (starved,
+		# not stopped) reader its overdue events, a busy host got 99.31 %
+		# (6.1, two CPU hogs beside the VM); since, 100 % there.
 		if [ "$1" -ge $((n * 999 / 1000)) ] && [ -n "$wd" ] && [ "$wd" -le $((n / 1000)) ]; then
 			detail="$detail target=met"
 		else
 			detail="$detail target=missed(99.9%)"
 		fi
 		if grep -q "ready (capture=$mode" "/tmp/$mode.err" && [ "$2" -ge $((n * 999 / 1000)) ] &&
-			[ "$1" -ge $((n * 995 / 1000)) ]; then
+			[ "${detail##* }" = target=met ]; then
 			result "mode_$mode" PASS "$detail"
 		else
 			result "mode_$mode" FAIL "$detail"
