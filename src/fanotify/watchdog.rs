@@ -73,7 +73,8 @@ use std::time::{Duration, Instant};
 
 /// An event read but unanswered is allowed by the watchdog once the loop
 /// has shown no progress for this long: no heartbeat (one per event it
-/// handles) since, nor a [hold](Watchdog::hold) of that event.
+/// handles) since, nor a [hold](Watchdog::hold) of that event, and the
+/// thread that read it not runnable (see [`RUNNABLE_MAX`]).
 pub const ANSWER_AFTER: Duration = Duration::from_millis(3);
 /// Events the loop has not read are read and allowed by the watchdog when
 /// the group stays readable this long without the loop draining it.
