@@ -29,22 +29,23 @@ impl Shared {
             }
             let fd = slot.fd.load(Ordering::Relaxed);
             let read = slot.read_ns.load(Ordering::Relaxed);
-            let mut due = if handoff {
+            let due = if handoff {
                 0
             } else {
-                due_ns(read, beat, slot.hold_ns.load(Ordering::Relaxed))
-            };
-            if !handoff {
-                due = due.max(readers.waiting_until(i, word));
-                if now >= due
-                    && let Some(until) = runnable_due_ns(read, now)
-                    && readers.runnable(self.pid, slot.tid.load(Ordering::Relaxed))
-                {
-                    readers.wait(i, word, until);
-                    self.runnable_waits.fetch_add(1, Ordering::Relaxed);
-                    due = until;
+                let due = due_ns(read, beat, slot.hold_ns.load(Ordering::Relaxed))
+                    .max(readers.waiting_until(i, word));
+                match runnable_due_ns(read, now) {
+                    Some(until)
+                        if now >= due
+                            && readers.runnable(self.pid, slot.tid.load(Ordering::Relaxed)) =>
+                    {
+                        readers.wait(i, word, until);
+                        self.runnable_waits.fetch_add(1, Ordering::Relaxed);
+                        until
+                    }
+                    _ => due,
                 }
-            }
+            };
             if now < due {
                 next = Some(next.map_or(due, |n| n.min(due)));
                 continue;
@@ -202,61 +203,17 @@ impl Readers {
     }
 }
 
-/// Opens `/proc/<pid>/task/<tid>/stat` with a path built on the stack;
-/// -1 on failure.
+/// Opens `/proc/<pid>/task/<tid>/stat` with a path formatted on the stack
+/// (`fmt` into a slice allocates nothing); -1 on failure.
 fn open_stat(pid: libc::pid_t, tid: libc::pid_t) -> RawFd {
+    use std::io::Write;
     let mut path = [0u8; 64];
-    let mut len = 0;
-    for part in [
-        Part::Text(b"/proc/"),
-        Part::Num(pid),
-        Part::Text(b"/task/"),
-        Part::Num(tid),
-        Part::Text(b"/stat"),
-    ] {
-        len = part.write(&mut path, len);
+    // Fails only when the path and its NUL do not fit.
+    if write!(&mut path[..], "/proc/{pid}/task/{tid}/stat\0").is_err() {
+        return -1;
     }
-    if len >= path.len() {
-        return -1; // The NUL must fit after it.
-    }
-    // SAFETY: `path` is NUL-terminated (zeroed past `len`).
+    // SAFETY: `path` holds a NUL-terminated string.
     unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) }
-}
-
-enum Part {
-    Text(&'static [u8]),
-    Num(libc::pid_t),
-}
-
-impl Part {
-    /// Appends itself at `at`; returns the new length (the buffer's
-    /// length when it did not fit).
-    fn write(&self, buf: &mut [u8], at: usize) -> usize {
-        let mut digits = [0u8; 10];
-        let text: &[u8] = match *self {
-            Part::Text(t) => t,
-            Part::Num(n) => {
-                let mut n = n.unsigned_abs();
-                let mut k = digits.len();
-                loop {
-                    k -= 1;
-                    digits[k] = b'0' + (n % 10) as u8;
-                    n /= 10;
-                    if n == 0 {
-                        break;
-                    }
-                }
-                &digits[k..]
-            }
-        };
-        match buf.get_mut(at..at + text.len()) {
-            Some(dst) => {
-                dst.copy_from_slice(text);
-                at + text.len()
-            }
-            None => buf.len(),
-        }
-    }
 }
 
 /// The state letter of a `stat` line (`"<tid> (<comm>) S ..."`) that
